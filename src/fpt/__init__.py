@@ -1,0 +1,22 @@
+"""fpt: Frozen Pretrained Transformers as universal computation engines (Lu, Grover, Abbeel, Mordatch 2021).
+
+    >>> import fpt
+    >>> cfg = fpt.TrainConfig(task="bit-xor", backbone="minilm", seed=0)
+    >>> result = fpt.train(cfg, out="runs/xor")      # writes runs/xor/result.json
+    >>> result["test_accuracy"]
+
+Building blocks: `fpt.get_task`, `fpt.get_backbone`, `fpt.FPT`, and `fpt.freeze` (which parameters train).
+"""
+
+from fpt.backbones import BACKBONES, Backbone, get_backbone
+from fpt.config import TrainConfig
+from fpt.errors import FPTError
+from fpt.freeze import GROUPS, PAPER_GROUPS
+from fpt.model import FPT
+from fpt.tasks import TASKS, Task, TaskSpec, get_task
+from fpt.train import build_model, evaluate, train
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKBONES", "GROUPS", "PAPER_GROUPS", "TASKS", "FPT", "FPTError", "Backbone", "Task", "TaskSpec",
+           "TrainConfig", "build_model", "evaluate", "get_backbone", "get_task", "train"]

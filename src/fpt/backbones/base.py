@@ -1,0 +1,147 @@
+"""The backbone interface every family implements, and the shared loading rules.
+
+A backbone is a pretrained transformer body: it takes input embeddings (B, T, D) and a padding mask (B, T) and
+returns hidden states (B, T, D). It adds its own positional information (a learned table, relative biases or
+rotary angles) and applies its own embedding normalisation, exactly as the pretrained model did.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fpt.errors import FPTError
+from fpt.registry import Registry
+
+# Parameter groups of a backbone. The FPT model adds "input" and "output" (see fpt.freeze.GROUPS).
+BACKBONE_GROUPS = ("attention", "feedforward", "layernorm", "positional", "embedding")
+
+BACKBONES: Registry[Backbone] = Registry("backbone")
+
+
+class Backbone(nn.Module):
+    """A transformer body wrapped for FPT. Subclasses set `model` and implement `parameter_groups`."""
+
+    family: str = ""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        name: str,
+        source: str,
+        init: str,
+        hidden_size: int,
+        max_positions: int | None,
+        causal: bool,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name  # the registry name, e.g. "minilm"
+        self.source = source  # where the weights came from (folder, file or hub id)
+        self.init = init  # "pretrained" or "random"
+        self.hidden_size = hidden_size
+        self.max_positions = max_positions  # longest sequence the position table covers; None if unbounded
+        self.causal = causal
+
+    def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """embeds (B, T, D) float, mask (B, T) bool with True at real tokens → hidden states (B, T, D)."""
+        return self.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter of `self.model` in exactly one of BACKBONE_GROUPS, chosen by module structure."""
+        raise NotImplementedError
+
+    def token_embeddings(self) -> torch.Tensor:
+        """(V, D) rows of the input-side embedding table; used to match the input layer's scale."""
+        raise NotImplementedError
+
+    def embedding_norm(self) -> float:
+        """Mean L2 norm of the backbone's token embeddings: the scale its first layer was trained to see."""
+        return self.token_embeddings().detach().float().norm(dim=-1).mean().item()
+
+    def check_length(self, length: int) -> None:
+        if self.max_positions is not None and length > self.max_positions:
+            raise FPTError(
+                f"sequence of {length} tokens is longer than backbone {self.name!r} covers "
+                f"({self.max_positions} positions); shorten the task (task_args) or choose another backbone"
+            )
+
+
+def params(*items: nn.Module | nn.Parameter | Iterable[nn.Module | nn.Parameter]) -> list[nn.Parameter]:
+    """Flatten modules and parameters into a list of parameters (a module contributes all of its own)."""
+    out: list[nn.Parameter] = []
+    for item in items:
+        if isinstance(item, nn.Parameter):
+            out.append(item)
+        elif isinstance(item, nn.Module):
+            out.extend(item.parameters())
+        else:
+            out.extend(params(*item))
+    return out
+
+
+def set_dropout(config, dropout: float, *names: str) -> None:
+    """Set the named dropout probabilities of a transformers config (the paper trains with dropout 0.1)."""
+    for key in names:
+        if not hasattr(config, key):
+            raise AttributeError(f"{type(config).__name__} has no {key}")
+        setattr(config, key, dropout)
+
+
+def load_hf(
+    model_cls,
+    source: str,
+    init: str,
+    *,
+    allowed_unused: tuple[str, ...] = (),
+    dropout: float | None = None,
+    dropout_keys: tuple[str, ...] = (),
+    **kwargs,
+) -> nn.Module:
+    """Load a transformers model from a local folder (or a hub id already in the local cache), strictly.
+
+    `init="random"` builds the same architecture with the family's own initialisation. Missing weights, or
+    checkpoint weights that are neither used nor listed in `allowed_unused` (prefixes), are an error.
+    Nothing is downloaded: `local_files_only` is always on.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise FPTError(
+            f"cannot load backbone config from {source!r}: give a local model folder "
+            f"(or a hub id already in the local Hugging Face cache) — {str(err).splitlines()[0]}"
+        ) from None
+    if dropout is not None:
+        set_dropout(config, dropout, *dropout_keys)
+    if init == "random":
+        return model_cls._from_config(config, attn_implementation="sdpa", **kwargs)
+    model, info = model_cls.from_pretrained(
+        source, config=config, local_files_only=True, attn_implementation="sdpa", output_loading_info=True, **kwargs
+    )
+    check_loading(source, info["missing_keys"], info["unexpected_keys"], allowed_unused)
+    return model
+
+
+def check_loading(
+    source: str, missing: Iterable[str], unexpected: Iterable[str], allowed_unused: tuple[str, ...]
+) -> None:
+    missing = sorted(missing)
+    unexpected = sorted(k for k in unexpected if not k.startswith(allowed_unused))
+    if missing or unexpected:
+        raise FPTError(
+            f"weights in {source} do not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def cache_dir() -> Path:
+    """fpt's cache folder: $FPT_CACHE, else $XDG_CACHE_HOME/fpt, else ~/.cache/fpt."""
+    if os.environ.get("FPT_CACHE"):
+        return Path(os.environ["FPT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fpt"

@@ -1,0 +1,100 @@
+"""The training configuration: one typed, validated source of truth, saved beside every result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fpt.errors import FPTError
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run's numbers. Unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str = Field("bit-xor", description="task name (fpt list tasks), e.g. bit-xor, digits, ucr:GunPoint")
+    task_args: dict[str, Any] = Field(
+        default_factory=dict, description="task parameters as YAML/JSON, e.g. '{n_bits: 5}'"
+    )
+    backbone: str = Field("minilm", description="backbone name (fpt list backbones)")
+    backbone_path: str | None = Field(None, description="local folder or cached hub id for hub backbones")
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="backbone weights: pretrained or the family's fresh random init"
+    )
+    train: str = Field(
+        "input,output,layernorm,positional",
+        description="comma list of parameter groups to train, or 'all' (full fine-tuning); groups: "
+        "input, output, attention, feedforward, layernorm, positional, embedding",
+    )
+    input_init: Literal["paper", "matched"] = Field(
+        "matched",
+        description="input layer init: matched (zero bias, "
+        "weight at token-embedding norm) or paper (orthogonal, gain 1.41)",
+    )
+    readout: Literal["last", "mean"] | None = Field(None, description="readout; default: the task's")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="backbone dropout probability")
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="optimizer")
+    lr: float = Field(1e-3, gt=0.0, description="learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="weight decay (matrices of trained groups only)")
+    batch_size: int = Field(32, gt=0, description="training batch size")
+    steps: int | None = Field(None, gt=0, description="training steps; default: the task's budget")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning-rate schedule after warm-up")
+    clip: float | None = Field(1.0, gt=0.0, description="gradient-norm clip; null disables")
+    eval_every: int | None = Field(None, gt=0, description="validate every N steps; default: the task's")
+    eval_batch_size: int = Field(256, gt=0, description="evaluation batch size")
+    patience: int | None = Field(10, gt=0, description="stop after N validations without improvement; null: never")
+    seed: int = Field(0, ge=0, description="seed for initialisation, data order and dropout")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: torch's choice")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("train")
+    @classmethod
+    def _groups(cls, value: str) -> str:
+        from fpt.freeze import parse_groups
+
+        return ",".join(parse_groups(value)) if value != "all" else "all"
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """A pydantic error as one line: 'lr: Input should be greater than 0 (got -1)'."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown config key {where!r}; allowed keys: {', '.join(TrainConfig.model_fields)}")
+        elif e["type"] == "literal_error":
+            parts.append(f"{where}: {e['msg']} (got {e['input']!r})")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {msg}" + ("" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"))
+    return "; ".join(parts)
+
+
+def make_config(values: dict[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        raise FPTError(format_validation_error(err)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or bad YAML is an FPTError naming the file (and line)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FPTError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise FPTError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FPTError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data

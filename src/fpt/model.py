@@ -1,0 +1,94 @@
+"""FPT = input layer → frozen pretrained backbone → readout → output head.
+
+Only the input layer, the head, the backbone's layer norms and its positional parameters train by default
+(see fpt.freeze); the backbone's self-attention and feed-forward blocks stay as pretrained.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fpt.backbones import Backbone
+from fpt.tasks import TaskSpec
+
+InputInit = Literal["paper", "matched"]
+
+
+def init_input_layer(layer: nn.Linear | nn.Embedding, how: InputInit, target_norm: float) -> None:
+    """Initialise the trained input layer.
+
+    "paper": orthogonal weight with gain 1.41 and PyTorch's default bias, as the FPT paper's code.
+    "matched": orthogonal weight scaled so that an input of unit RMS maps to a vector of the backbone's mean
+    token-embedding norm, and zero bias. On BERT-family backbones, whose embedding block applies a LayerNorm to
+    input + position, the paper's bias (U(-1, 1) for a 1-dim input) is far larger than the position vectors and
+    the norm washes position out; matching the scale keeps it (bit-XOR on minilm: chance vs 100%).
+    """
+    with torch.no_grad():
+        if isinstance(layer, nn.Embedding):  # token ids: each row is one token's vector
+            if how == "paper":
+                nn.init.normal_(layer.weight)
+            else:
+                nn.init.normal_(layer.weight)
+                layer.weight.mul_(target_norm / layer.weight.norm(dim=1, keepdim=True))
+            return
+        layer.reset_parameters()  # PyTorch's default bias: U(-1/sqrt(d), 1/sqrt(d))
+        nn.init.orthogonal_(layer.weight, gain=1.41 if how == "paper" else 1.0)  # (D, d)
+        if how == "matched":
+            layer.weight.mul_(target_norm / math.sqrt(layer.in_features))
+            nn.init.zeros_(layer.bias)
+
+
+def readout(hidden: torch.Tensor, mask: torch.Tensor, how: str, k: int) -> torch.Tensor:
+    """hidden (B, T, D), mask (B, T) → (B, k, D): the last k real tokens of each sequence, or the masked mean."""
+    if how == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).unsqueeze(1)
+    lengths = mask.sum(1)  # (B,)
+    index = lengths[:, None] - k + torch.arange(k, device=hidden.device)  # (B, k) positions of the last k tokens
+    return hidden.gather(1, index.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+class FPT(nn.Module):
+    """A Frozen Pretrained Transformer for one task. Which parameters train is decided by fpt.freeze."""
+
+    def __init__(
+        self, backbone: Backbone, spec: TaskSpec, input_init: InputInit = "matched", readout: str | None = None
+    ) -> None:
+        super().__init__()
+        d_model = backbone.hidden_size
+        self.spec = spec
+        self.readout = readout or spec.readout
+        self.num_outputs = spec.num_outputs if self.readout == "last" else 1
+        if self.readout == "mean" and spec.num_outputs != 1:
+            raise ValueError(f"task {spec.name!r} reads {spec.num_outputs} tokens; readout 'mean' gives one")
+        if spec.input == "tokens":
+            self.input_layer: nn.Module = nn.Embedding(spec.input_dim, d_model)
+        else:
+            self.input_layer = nn.Linear(spec.input_dim, d_model)
+        init_input_layer(self.input_layer, input_init, backbone.embedding_norm())
+        self.backbone = backbone
+        self.head = nn.Linear(d_model, spec.predictions_per_token * spec.num_classes)
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d) features or (B, T) token ids, mask (B, T) → read-out features (B, k, D)."""
+        hidden = self.backbone(self.input_layer(x), mask)  # (B, T, D)
+        return readout(hidden, mask, self.readout, self.num_outputs)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, k, D) → logits (B, k · predictions_per_token, num_classes)."""
+        return self.head(features).reshape(features.shape[0], -1, self.spec.num_classes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, mask))
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter in exactly one group: the backbone's five plus "input" and "output"."""
+        return {
+            "input": list(self.input_layer.parameters()),
+            "output": list(self.head.parameters()),
+            **self.backbone.parameter_groups(),
+        }

@@ -1,0 +1,233 @@
+"""The one training loop: seeded, validated on the full val split, best-on-validation, early stopping."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm import tqdm
+
+from fpt import freeze
+from fpt.backbones import get_backbone
+from fpt.config import TrainConfig
+from fpt.errors import FPTError
+from fpt.model import FPT
+from fpt.results import environment, write_atomic, write_json, write_jsonl
+from fpt.tasks import Task, collate, get_task
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FPTError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FPTError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu")
+    return device
+
+
+def build_model(cfg: TrainConfig, task: Task) -> FPT:
+    """The FPT for `cfg` and `task`, with requires_grad set by `cfg.train` (seeded by `cfg.seed`)."""
+    torch.manual_seed(cfg.seed)
+    backbone = get_backbone(cfg.backbone, cfg.init, cfg.backbone_path, cfg.dropout)
+    backbone.check_length(task.spec.max_tokens)
+    model = FPT(backbone, task.spec, cfg.input_init, cfg.readout)
+    freeze.apply(model, freeze.parse_groups(cfg.train))
+    return model
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """logits (B, K, C), labels (B, K) → mean cross-entropy over every prediction."""
+    return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Accuracy (over every prediction: per bit for the bit tasks) and loss on a whole split."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    for x, mask, y in DataLoader(split, batch_size=batch_size, collate_fn=collate):
+        x, mask, y = x.to(device), mask.to(device), y.to(device)
+        logits = model(x, mask)
+        loss_sum += loss_fn(logits, y).item() * y.numel()
+        correct += (logits.argmax(-1) == y).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    return {"accuracy": correct / total, "loss": loss_sum / total}
+
+
+def endless_batches(split: Dataset, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Shuffled batches, epoch after epoch, in an order fixed by `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        split,
+        batch_size=batch_size,
+        sampler=RandomSampler(split, generator=generator),
+        collate_fn=collate,
+        drop_last=len(split) >= batch_size,
+    )
+    while True:
+        yield from loader
+
+
+def lr_lambda(cfg: TrainConfig, steps: int):
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = freeze.optimizer_groups(model, freeze.parse_groups(cfg.train), cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr)
+
+
+def train(
+    cfg: TrainConfig, out: str | Path | None = None, quiet: bool = False, task: Task | None = None
+) -> dict[str, Any]:
+    """Train one FPT run and return its result record; with `out`, also write result.json, curve.jsonl and
+    config.yaml there (atomically, only once the run has finished)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = resolve_device(cfg.device)
+    task = task or get_task(cfg.task, **cfg.task_args)
+    spec = task.spec
+    steps = cfg.steps or spec.default_steps
+    eval_every = min(cfg.eval_every or spec.default_eval_every, steps)
+    model = build_model(cfg, task).to(device)
+    model.train()
+    counts = freeze.count(model)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = freeze.parse_groups(cfg.train)
+    batches = endless_batches(task.splits["train"], cfg.batch_size, cfg.seed)
+
+    best = {"step": 0, "accuracy": -1.0, "loss": math.inf}
+    best_state = freeze.trained_state(model, groups)
+    curve: list[dict[str, Any]] = []
+    since_best = 0
+    window_loss, window_n, samples, train_seconds = 0.0, 0, 0, 0.0
+    bar = tqdm(
+        total=steps, desc=f"{cfg.task} {cfg.backbone}/{cfg.init}", disable=quiet, dynamic_ncols=True, file=sys.stderr
+    )
+    step = 0
+    for step in range(1, steps + 1):
+        started = time.perf_counter()
+        x, mask, y = (t.to(device, non_blocking=True) for t in next(batches))
+        loss = loss_fn(model(x, mask), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip:
+            nn.utils.clip_grad_norm_(trainable, cfg.clip)
+        optimizer.step()
+        scheduler.step()
+        value = loss.item()
+        train_seconds += time.perf_counter() - started
+        if not math.isfinite(value):
+            bar.close()
+            raise FPTError(
+                f"training loss became {value} at step {step} (lr {cfg.lr}); lower --lr, or check the "
+                f"task's inputs for nan/inf"
+            )
+        samples += y.shape[0]
+        window_loss, window_n = window_loss + value, window_n + 1
+        bar.update()
+        if step % eval_every and step != steps:
+            continue
+        val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device)
+        row = {
+            "step": step,
+            "train_loss": window_loss / window_n,
+            "val_accuracy": val["accuracy"],
+            "val_loss": val["loss"],
+            "lr": scheduler.get_last_lr()[0],
+            "train_seconds": round(train_seconds, 3),
+        }
+        curve.append(row)
+        window_loss, window_n = 0.0, 0
+        improved = (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"])
+        if improved:
+            best = {"step": step, **val}
+            best_state = freeze.trained_state(model, groups)
+            since_best = 0
+        else:
+            since_best += 1
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{val['accuracy']:.4f}")
+        if quiet:
+            print(
+                f"{cfg.task} {cfg.backbone}/{cfg.init} seed {cfg.seed} step {step}/{steps} "
+                f"loss {row['train_loss']:.4f} val_acc {val['accuracy']:.4f}",
+                file=sys.stderr,
+            )
+        if cfg.patience is not None and since_best >= cfg.patience:
+            break
+    bar.close()
+
+    load_trained(model, best_state)
+    test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device)
+    resolved = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})
+    result = {
+        "task": cfg.task,
+        "model": "fpt",
+        "backbone": cfg.backbone,
+        "init": cfg.init,
+        "train_groups": list(groups),
+        **counts,
+        "seed": cfg.seed,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "steps": steps,
+        "steps_run": step,
+        "best_step": best["step"],
+        "stopped_early": step < steps,
+        "val_accuracy": best["accuracy"],
+        "val_loss": best["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round(samples / max(train_seconds, 1e-9), 2),
+        "task_spec": spec.to_dict(),
+        "task_info": task.info,
+        "backbone_source": model.backbone.source,
+        "config": resolved.model_dump(),
+        "environment": environment(device),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if out is not None:
+        out = Path(out)
+        write_jsonl(out / "curve.jsonl", curve)
+        write_atomic(out / "config.yaml", yaml.safe_dump(resolved.model_dump(), sort_keys=False))
+        write_json(out / "result.json", result)
+    return result
+
+
+def load_trained(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a trained-groups state (fpt.freeze.trained_state) back into the model; every name must exist."""
+    own = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise FPTError(f"state has parameters the model lacks: {unknown[:5]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            own[name].copy_(tensor)

@@ -1,0 +1,104 @@
+import json
+import math
+
+import pytest
+import torch
+
+import fpt
+from fpt.tasks.base import Task, TaskSpec, TensorSplit
+
+RESULT_FIELDS = {
+    "task",
+    "backbone",
+    "init",
+    "train_groups",
+    "trainable_params",
+    "total_params",
+    "seed",
+    "lr",
+    "steps",
+    "best_step",
+    "val_accuracy",
+    "test_accuracy",
+    "train_seconds",
+    "samples_per_second",
+    "config",
+    "environment",
+}
+
+
+def test_train_writes_result_files(tiny_cfg, tmp_path):
+    result = fpt.train(tiny_cfg(), out=tmp_path, quiet=True)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert RESULT_FIELDS <= set(saved)
+    assert saved["test_accuracy"] == result["test_accuracy"]
+    assert saved["config"]["steps"] == 20 and saved["train_groups"] == list(fpt.PAPER_GROUPS)
+    assert {"versions", "hardware", "git"} <= set(saved["environment"])
+    assert saved["environment"]["versions"]["torch"].startswith("2.13")
+    curve = [json.loads(line) for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curve] == [10, 20] and all(math.isfinite(r["train_loss"]) for r in curve)
+    assert (tmp_path / "config.yaml").exists()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_same_seed_same_metrics(tiny_cfg):
+    a, b = fpt.train(tiny_cfg(seed=3), quiet=True), fpt.train(tiny_cfg(seed=3), quiet=True)
+    keys = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "best_step")
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    c = fpt.train(tiny_cfg(seed=4), quiet=True)
+    assert c["val_loss"] != a["val_loss"]
+
+
+def test_frozen_weights_do_not_move(tiny_cfg):
+    cfg = tiny_cfg()
+    task = fpt.get_task(cfg.task, **cfg.task_args)
+    model = fpt.build_model(cfg, task)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.manual_seed(0)
+    x, y = task.splits["train"][0]
+    loss = torch.nn.functional.cross_entropy(model(x[None], torch.ones(1, x.shape[0], dtype=torch.bool))[0], y)
+    loss.backward()
+    torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    for name, p in model.named_parameters():
+        moved = not torch.equal(before[name], p.detach())
+        assert moved == p.requires_grad, name
+        if not p.requires_grad:
+            assert p.grad is None, name  # no weight gradient is computed for a frozen tensor
+
+
+def test_early_stopping_and_best_step(tiny_cfg):
+    result = fpt.train(tiny_cfg(steps=200, eval_every=5, patience=2, lr=1e-9), quiet=True)
+    assert result["stopped_early"] and result["steps_run"] < 200 and result["best_step"] <= result["steps_run"]
+
+
+def nan_task() -> Task:
+    x = torch.full((8, 4, 1), float("nan"))
+    spec = TaskSpec("nan", "test", "features", input_dim=1, num_classes=2, max_tokens=4)
+    split = TensorSplit(list(x), [0] * 8)
+    return Task(spec, {"train": split, "val": split, "test": split})
+
+
+def test_nan_loss_is_an_error_and_keeps_earlier_results(tiny_cfg, tmp_path):
+    fpt.train(tiny_cfg(), out=tmp_path, quiet=True)
+    before = (tmp_path / "result.json").read_text()
+    with pytest.raises(fpt.FPTError, match="training loss became nan at step 1"):
+        fpt.train(tiny_cfg(), out=tmp_path, quiet=True, task=nan_task())
+    assert (tmp_path / "result.json").read_text() == before
+
+
+def test_sequence_longer_than_positions(tiny_cfg):
+    with pytest.raises(fpt.FPTError, match="longer than backbone 'bert' covers \\(128 positions\\)"):
+        fpt.train(tiny_cfg(task="bit-memory", task_args={"n_bits": 2000, "val_size": 4, "test_size": 4}), quiet=True)
+
+
+@pytest.mark.parametrize("init", ["pretrained", "random"])
+def test_minilm_learns_bit_xor_quickly(init):
+    """The real shipped backbone: pretrained minilm solves bit-xor within 100 steps; random init stays near chance."""
+    cfg = fpt.TrainConfig(
+        task="bit-xor", init=init, steps=100, eval_every=50, seed=0, task_args={"val_size": 200, "test_size": 200}
+    )
+    result = fpt.train(cfg, quiet=True)
+    if init == "pretrained":
+        assert result["test_accuracy"] > 0.95
+    else:
+        assert result["test_accuracy"] < 0.75
