@@ -107,7 +107,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "tasks":
         from fpt.tasks import ucr
 
-        print(f"\nucr:<name> ships offline for: {', '.join(ucr.available())}")
+        print(f"\nucr:<name> ships offline for: {', '.join(sorted(ucr.shipped_datasets()))}")
     return 0
 
 
