@@ -36,10 +36,19 @@ def test_lengths_respect_the_bounds_strictly():
     assert min(lengths) > 30 and max(lengths) < 60
 
 
-@pytest.mark.parametrize("source, value", [
-    ("( ( ( [MAX 2 ) 9 ) ] )", 9), ("[MAX 2 9 ]", 9), ("[MAX 2 [MIN 4 7 ] 0 ]", 4), ("[MED 1 2 ]", 1),
-    ("[MED 3 8 1 0 ]", 2), ("[MED 5 1 9 ]", 5), ("[SM 9 9 5 ]", 3), ("7", 7),
-])
+@pytest.mark.parametrize(
+    "source, value",
+    [
+        ("( ( ( [MAX 2 ) 9 ) ] )", 9),
+        ("[MAX 2 9 ]", 9),
+        ("[MAX 2 [MIN 4 7 ] 0 ]", 4),
+        ("[MED 1 2 ]", 1),
+        ("[MED 3 8 1 0 ]", 2),
+        ("[MED 5 1 9 ]", 5),
+        ("[SM 9 9 5 ]", 3),
+        ("7", 7),
+    ],
+)
 def test_evaluator_on_known_expressions(source, value):
     assert evaluate_expression(source) == value
 
@@ -113,16 +122,19 @@ def test_tsv_files_round_trip_in_both_forms(tmp_path):
     assert [decode(x) for x, _ in no_brackets.splits["train"]] == [plain(s) for s, _ in rows["train"]]
 
 
-@pytest.mark.parametrize("content, line, words", [
-    ("Source,Target\n[MAX 2 9 ]\t9\n", 1, "header"),
-    ("Source\tTarget\n[MAX 2 9 ]\t9\n[MAX 2 9 ]\n", 3, "2 tab-separated columns"),
-    ("Source\tTarget\n[MAX 2 9 ]\t9\t1\n", 2, "2 tab-separated columns"),
-    ("Source\tTarget\n[MAX 2 9 ]\t9\n[MEAN 2 9 ]\t5\n", 3, "'[MEAN'; ListOps tokens are: ( ) [MIN"),
-    ("Source\tTarget\n[MAX 2 10 ]\t9\n", 2, "unknown token '10'"),
-    ("Source\tTarget\n[MAX 2 9 ]\t12\n", 2, "Target"),
-    ("Source\tTarget\n[MAX 2 9 ]\tnine\n", 2, "Target"),
-    ("Source\tTarget\n( [MAX 2 9 ]\t9\n", 2, "unbalanced"),
-])
+@pytest.mark.parametrize(
+    "content, line, words",
+    [
+        ("Source,Target\n[MAX 2 9 ]\t9\n", 1, "header"),
+        ("Source\tTarget\n[MAX 2 9 ]\t9\n[MAX 2 9 ]\n", 3, "2 tab-separated columns"),
+        ("Source\tTarget\n[MAX 2 9 ]\t9\t1\n", 2, "2 tab-separated columns"),
+        ("Source\tTarget\n[MAX 2 9 ]\t9\n[MEAN 2 9 ]\t5\n", 3, "'[MEAN'; ListOps tokens are: ( ) [MIN"),
+        ("Source\tTarget\n[MAX 2 10 ]\t9\n", 2, "unknown token '10'"),
+        ("Source\tTarget\n[MAX 2 9 ]\t12\n", 2, "Target"),
+        ("Source\tTarget\n[MAX 2 9 ]\tnine\n", 2, "Target"),
+        ("Source\tTarget\n( [MAX 2 9 ]\t9\n", 2, "unbalanced"),
+    ],
+)
 def test_malformed_tsv_names_file_and_line(tmp_path, content, line, words):
     path = tmp_path / "basic_train.tsv"
     path.write_text(content)

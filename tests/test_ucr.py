@@ -31,8 +31,13 @@ def test_shipped_classification_sets_are_found():
 def test_gunpoint_shapes_classes_and_splits():
     task = get_task("ucr:GunPoint")
     spec = task.spec
-    assert (spec.name, spec.input, spec.input_dim, spec.num_classes, spec.max_tokens) == ("ucr:GunPoint", "features",
-                                                                                          1, 2, 150)
+    assert (spec.name, spec.input, spec.input_dim, spec.num_classes, spec.max_tokens) == (
+        "ucr:GunPoint",
+        "features",
+        1,
+        2,
+        150,
+    )
     assert spec.label_names == ("1", "2") and spec.readout == "mean"
     sizes = task.info["split_sizes"]
     assert sizes["train"] + sizes["val"] == 50 and sizes["val"] == 10 and sizes["test"] == 150

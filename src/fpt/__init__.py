@@ -18,5 +18,20 @@ from fpt.train import build_model, evaluate, train
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKBONES", "GROUPS", "PAPER_GROUPS", "TASKS", "FPT", "FPTError", "Backbone", "Task", "TaskSpec",
-           "TrainConfig", "build_model", "evaluate", "get_backbone", "get_task", "train"]
+__all__ = [
+    "BACKBONES",
+    "GROUPS",
+    "PAPER_GROUPS",
+    "TASKS",
+    "FPT",
+    "FPTError",
+    "Backbone",
+    "Task",
+    "TaskSpec",
+    "TrainConfig",
+    "build_model",
+    "evaluate",
+    "get_backbone",
+    "get_task",
+    "train",
+]

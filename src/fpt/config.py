@@ -47,7 +47,9 @@ class TrainConfig(BaseModel):
     clip: float | None = Field(1.0, gt=0.0, description="gradient-norm clip; null disables")
     eval_every: int | None = Field(None, gt=0, description="validate every N steps; default: the task's")
     eval_batch_size: int = Field(256, gt=0, description="evaluation batch size")
-    patience: int | None = Field(10, gt=0, description="stop after N validations without improvement; null: never")
+    patience: int | None = Field(
+        5, gt=0, description="stop after N validations without a better val accuracy; null: never"
+    )
     seed: int = Field(0, ge=0, description="seed for initialisation, data order and dropout")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: torch's choice")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")

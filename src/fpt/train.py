@@ -126,7 +126,7 @@ def train(
     best = {"step": 0, "accuracy": -1.0, "loss": math.inf}
     best_state = freeze.trained_state(model, groups)
     curve: list[dict[str, Any]] = []
-    since_best = 0
+    since_best, best_accuracy = 0, -1.0
     window_loss, window_n, samples, train_seconds = 0.0, 0, 0, 0.0
     bar = tqdm(
         total=steps, desc=f"{cfg.task} {cfg.backbone}/{cfg.init}", disable=quiet, dynamic_ncols=True, file=sys.stderr
@@ -166,13 +166,15 @@ def train(
         }
         curve.append(row)
         window_loss, window_n = 0.0, 0
-        improved = (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"])
-        if improved:
-            best = {"step": step, **val}
-            best_state = freeze.trained_state(model, groups)
-            since_best = 0
+        # The checkpoint kept is the best on validation (accuracy, then loss); patience counts validations
+        # without a better accuracy, so a run whose accuracy has plateaued stops even while its loss still falls.
+        if val["accuracy"] > best_accuracy:
+            best_accuracy, since_best = val["accuracy"], 0
         else:
             since_best += 1
+        if (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
+            best = {"step": step, **val}
+            best_state = freeze.trained_state(model, groups)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{val['accuracy']:.4f}")
         if quiet:
             print(

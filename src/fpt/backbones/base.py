@@ -8,6 +8,7 @@ rotary angles) and applies its own embedding normalisation, exactly as the pretr
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def load_hf(
     """Load a transformers model from a local folder (or a hub id already in the local cache), strictly.
 
     `init="random"` builds the same architecture with the family's own initialisation. Missing weights, or
-    checkpoint weights that are neither used nor listed in `allowed_unused` (prefixes), are an error.
+    checkpoint weights that are neither used nor matched by `allowed_unused` (regexes), are an error.
     Nothing is downloaded: `local_files_only` is always on.
     """
     from transformers import AutoConfig
@@ -132,8 +133,10 @@ def load_hf(
 def check_loading(
     source: str, missing: Iterable[str], unexpected: Iterable[str], allowed_unused: tuple[str, ...]
 ) -> None:
+    """Strict loading: no missing weight, and no unused checkpoint entry unless it matches an `allowed_unused`
+    regular expression (matched at the start of the key, e.g. r"pooler\\." or r"h\\.\\d+\\.attn\\.masked_bias")."""
     missing = sorted(missing)
-    unexpected = sorted(k for k in unexpected if not k.startswith(allowed_unused))
+    unexpected = sorted(k for k in unexpected if not any(re.match(p, k) for p in allowed_unused))
     if missing or unexpected:
         raise FPTError(
             f"weights in {source} do not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"

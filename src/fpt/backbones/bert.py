@@ -6,6 +6,8 @@ layer's scale decides how much position survives the norm (see fpt.model.init_in
 
 from __future__ import annotations
 
+import re
+
 import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
@@ -14,7 +16,7 @@ from fpt.backbones.base import BACKBONES, Backbone, check_loading, load_hf, para
 from fpt.errors import FPTError
 
 BERT_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
-UNUSED = ("pooler.", "embeddings.position_ids")  # checkpoint entries an encoder body does not use
+UNUSED = (r"pooler\.", r"embeddings\.position_ids")  # checkpoint entries an encoder body does not use
 
 
 class BertBackbone(Backbone):
@@ -68,7 +70,9 @@ def minilm(init: str = "pretrained", path: str | None = None, dropout: float = 0
     model = BertModel(config, add_pooling_layer=False)
     if init == "pretrained":
         state = load_file(f"{folder}/model.safetensors")
-        result = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(UNUSED)}, strict=False)
+        result = model.load_state_dict(
+            {k: v for k, v in state.items() if not any(re.match(p, k) for p in UNUSED)}, strict=False
+        )
         check_loading(str(folder), result.missing_keys, result.unexpected_keys, ())
     return BertBackbone(model, name="minilm", source=str(folder), init=init)
 
@@ -82,7 +86,7 @@ def bert(init: str = "pretrained", path: str | None = None, dropout: float = 0.1
         BertModel,
         source,
         init,
-        allowed_unused=UNUSED + ("cls.",),
+        allowed_unused=(*UNUSED, r"cls\."),
         dropout=dropout,
         dropout_keys=BERT_DROPOUT_KEYS,
         add_pooling_layer=False,

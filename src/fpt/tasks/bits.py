@@ -57,7 +57,7 @@ def bit_xor(
         num_classes=2,
         max_tokens=2 * n_bits,
         num_outputs=n_bits,
-        default_steps=1000,
+        default_steps=600,
         default_eval_every=100,
     )
     return generated_task(

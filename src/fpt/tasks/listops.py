@@ -37,13 +37,22 @@ HEADER = "Source\tTarget"
 # Small on purpose (LRA: depth 10, 500-2000 tokens, 96k/2k/2k). Depth <= 6 and 21-99 tokens keep every example far
 # below 512 positions, generation at a few seconds and the task within reach of a frozen backbone trained for ~1000
 # CPU steps: most trees are 2-4 levels deep (mean ~45 tokens), where the four operators must be learnt first.
-GENERATOR_DEFAULTS = {"max_depth": 6, "max_args": 10, "min_length": 20, "max_length": 100,
-                      "train_size": 10000, "val_size": 500, "test_size": 1000, "seed": 0}
+GENERATOR_DEFAULTS = {
+    "max_depth": 6,
+    "max_args": 10,
+    "min_length": 20,
+    "max_length": 100,
+    "train_size": 10000,
+    "val_size": 500,
+    "test_size": 1000,
+    "seed": 0,
+}
 
 Tree = int | tuple[str, list["Tree"]]
 
 
 # --- generator (LRA recipe) --------------------------------------------------------------------------------------
+
 
 class _TooLong(Exception):
     """The tree being built already has `max_length` tokens, so it would be rejected: stop building it."""
@@ -94,8 +103,9 @@ def _tree_value(tree: Tree) -> int:
     return sum(values) % 10
 
 
-def generate_examples(n: int, max_depth: int = 6, max_args: int = 10, min_length: int = 20, max_length: int = 100,
-                      seed: int = 0) -> list[tuple[str, int]]:
+def generate_examples(
+    n: int, max_depth: int = 6, max_args: int = 10, min_length: int = 20, max_length: int = 100, seed: int = 0
+) -> list[tuple[str, int]]:
     """`n` distinct (source, value) pairs whose parenthesised source has strictly between min and max_length tokens.
 
     Deterministic in `seed`. Raises FPTError when the bounds admit too few distinct trees to find `n` of them.
@@ -106,9 +116,11 @@ def generate_examples(n: int, max_depth: int = 6, max_args: int = 10, min_length
     while len(found) < n:
         attempts += 1
         if attempts > budget:
-            raise FPTError(f"listops: found only {len(found)} of {n} distinct trees with {min_length} < tokens < "
-                           f"{max_length} at max_depth={max_depth} in {budget} attempts; widen the bounds or ask for "
-                           "fewer")
+            raise FPTError(
+                f"listops: found only {len(found)} of {n} distinct trees with {min_length} < tokens < "
+                f"{max_length} at max_depth={max_depth} in {budget} attempts; widen the bounds or ask for "
+                "fewer"
+            )
         try:
             tree, count = _generate_tree(rng, max_depth, max_args, max_length)
         except _TooLong:
@@ -119,6 +131,7 @@ def generate_examples(n: int, max_depth: int = 6, max_args: int = 10, min_length
 
 
 # --- independent evaluator ---------------------------------------------------------------------------------------
+
 
 def _apply(op: str, args: list[int]) -> int:
     if op == "[MIN":
@@ -176,6 +189,7 @@ def evaluate_expression(source: str) -> int:
 
 # --- LRA TSV files -----------------------------------------------------------------------------------------------
 
+
 def write_lra_tsv(path: str | Path, examples: list[tuple[str, int]]) -> None:
     """Write (source, value) pairs as LRA does: header `Source<TAB>Target`, one example a line."""
     lines = [HEADER] + [f"{source}\t{value}" for source, value in examples]
@@ -203,15 +217,19 @@ def read_lra_tsv(path: str | Path) -> tuple[list[np.ndarray], list[int]]:
                     continue
                 columns = line.split("\t")
                 if len(columns) != 2:
-                    raise FPTError(f"{path}:{line_no}: expected 2 tab-separated columns (Source, Target), "
-                                   f"got {len(columns)}")
+                    raise FPTError(
+                        f"{path}:{line_no}: expected 2 tab-separated columns (Source, Target), got {len(columns)}"
+                    )
                 source, target = columns
                 tokens = source.split()
                 unknown = next((t for t in tokens if t not in TOKEN_IDS), None)
                 if unknown is not None:
                     raise FPTError(f"{path}:{line_no}: unknown token {unknown!r}; ListOps tokens are: {allowed}")
-                if not tokens or tokens.count("(") != tokens.count(")") or \
-                        sum(tokens.count(op) for op in OPERATORS) != tokens.count(END):
+                if (
+                    not tokens
+                    or tokens.count("(") != tokens.count(")")
+                    or sum(tokens.count(op) for op in OPERATORS) != tokens.count(END)
+                ):
                     raise FPTError(f"{path}:{line_no}: empty or unbalanced expression {source[:60]!r}")
                 if target.strip() not in DIGITS:
                     raise FPTError(f"{path}:{line_no}: Target must be one digit 0-9, got {target[:20]!r}")
@@ -228,6 +246,7 @@ def read_lra_tsv(path: str | Path) -> tuple[list[np.ndarray], list[int]]:
 
 # --- the task ----------------------------------------------------------------------------------------------------
 
+
 class TokenSplit(TensorSplit):
     """Token ids kept as uint8 (LRA's 96k × ~2000-token train file would take 1.5 GB as int64), served as int64."""
 
@@ -242,25 +261,45 @@ def _check_generator_args(args: dict) -> None:
         if not isinstance(args[name], int) or args[name] < 0:
             raise FPTError(f"task argument {name} must be a non-negative integer, got {args[name]!r}")
     if args["max_args"] < 2:
-        raise FPTError(f"task argument max_args must be at least 2 (an operator takes 2..max_args), "
-                       f"got {args['max_args']}")
+        raise FPTError(
+            f"task argument max_args must be at least 2 (an operator takes 2..max_args), got {args['max_args']}"
+        )
     if args["max_length"] - args["min_length"] < 2:
-        raise FPTError(f"task arguments min_length < tokens < max_length admit no length: {args['min_length']}, "
-                       f"{args['max_length']}")
+        raise FPTError(
+            f"task arguments min_length < tokens < max_length admit no length: {args['min_length']}, "
+            f"{args['max_length']}"
+        )
 
 
 @TASKS.register("listops", "symbolic: LRA ListOps expressions → value 0-9, one token a symbol (vocab 18), 10 classes")
-def listops(max_depth: int = 6, max_args: int = 10, min_length: int = 20, max_length: int = 100,
-            train_size: int = 10000, val_size: int = 500, test_size: int = 1000, seed: int = 0,
-            keep_brackets: bool = True, max_len: int | None = None, data_dir: str | None = None) -> Task:
+def listops(
+    max_depth: int = 6,
+    max_args: int = 10,
+    min_length: int = 20,
+    max_length: int = 100,
+    train_size: int = 10000,
+    val_size: int = 500,
+    test_size: int = 1000,
+    seed: int = 0,
+    keep_brackets: bool = True,
+    max_len: int | None = None,
+    data_dir: str | None = None,
+) -> Task:
     """Generated ListOps (small LRA recipe), or LRA's basic_{train,val,test}.tsv from `data_dir`.
 
     `keep_brackets=False` drops the `(` `)` tokens. `max_len` drops (never truncates) longer examples and reports
     how many in `info` and on stderr.
     """
-    generator_args = {"max_depth": max_depth, "max_args": max_args, "min_length": min_length,
-                      "max_length": max_length, "train_size": train_size, "val_size": val_size,
-                      "test_size": test_size, "seed": seed}
+    generator_args = {
+        "max_depth": max_depth,
+        "max_args": max_args,
+        "min_length": min_length,
+        "max_length": max_length,
+        "train_size": train_size,
+        "val_size": val_size,
+        "test_size": test_size,
+        "seed": seed,
+    }
     if not isinstance(keep_brackets, bool):
         raise FPTError(f"task argument keep_brackets must be true or false, got {keep_brackets!r}")
     if max_len is not None:
@@ -280,10 +319,12 @@ def listops(max_depth: int = 6, max_args: int = 10, min_length: int = 20, max_le
         examples = generate_examples(sum(sizes.values()), max_depth, max_args, min_length, max_length, seed)
         start = 0
         for split in SPLITS:
-            part = examples[start:start + sizes[split]]
+            part = examples[start : start + sizes[split]]
             start += sizes[split]
-            data[split] = ([np.array([TOKEN_IDS[t] for t in s.split()], dtype=np.uint8) for s, _ in part],
-                           [v for _, v in part])
+            data[split] = (
+                [np.array([TOKEN_IDS[t] for t in s.split()], dtype=np.uint8) for s, _ in part],
+                [v for _, v in part],
+            )
         info = {"generated": True, "data_seed": seed, "params": generator_args}
 
     if not keep_brackets:
@@ -294,20 +335,37 @@ def listops(max_depth: int = 6, max_args: int = 10, min_length: int = 20, max_le
             keep = [i for i, x in enumerate(xs) if len(x) <= max_len]
             dropped[split] = len(xs) - len(keep)
             if not keep:
-                raise FPTError(f"listops: max_len={max_len} leaves no {split} examples "
-                               f"(the shortest has {min(len(x) for x in xs)} tokens)")
+                raise FPTError(
+                    f"listops: max_len={max_len} leaves no {split} examples "
+                    f"(the shortest has {min(len(x) for x in xs)} tokens)"
+                )
             data[split] = ([xs[i] for i in keep], [ys[i] for i in keep])
         if sum(dropped.values()):
             total = sum(dropped.values()) + sum(len(ys) for _, ys in data.values())
-            print(f"fpt: listops: dropped {sum(dropped.values())} of {total} examples longer than max_len={max_len} "
-                  f"tokens ({', '.join(f'{s} {n}' for s, n in dropped.items())})", file=sys.stderr)
+            print(
+                f"fpt: listops: dropped {sum(dropped.values())} of {total} examples longer than max_len={max_len} "
+                f"tokens ({', '.join(f'{s} {n}' for s, n in dropped.items())})",
+                file=sys.stderr,
+            )
 
     lengths = {s: [len(x) for x in xs] for s, (xs, _) in data.items()}
-    spec = TaskSpec("listops", "symbolic", "tokens", input_dim=len(VOCAB), num_classes=10,
-                    max_tokens=max(max(n) for n in lengths.values()), readout="last", default_steps=1000,
-                    default_eval_every=100, label_names=DIGITS)
-    info |= {"keep_brackets": keep_brackets, "max_len": max_len, "dropped_over_max_len": dropped,
-             "lengths": {s: {"min": min(n), "mean": round(float(np.mean(n)), 1), "max": max(n)}
-                         for s, n in lengths.items()},
-             "label_counts": {s: np.bincount(ys, minlength=10).tolist() for s, (_, ys) in data.items()}}
+    spec = TaskSpec(
+        "listops",
+        "symbolic",
+        "tokens",
+        input_dim=len(VOCAB),
+        num_classes=10,
+        max_tokens=max(max(n) for n in lengths.values()),
+        readout="last",
+        default_steps=1000,
+        default_eval_every=100,
+        label_names=DIGITS,
+    )
+    info |= {
+        "keep_brackets": keep_brackets,
+        "max_len": max_len,
+        "dropped_over_max_len": dropped,
+        "lengths": {s: {"min": min(n), "mean": round(float(np.mean(n)), 1), "max": max(n)} for s, n in lengths.items()},
+        "label_counts": {s: np.bincount(ys, minlength=10).tolist() for s, (_, ys) in data.items()},
+    }
     return Task(spec, {s: TokenSplit(xs, ys) for s, (xs, ys) in data.items()}, info)

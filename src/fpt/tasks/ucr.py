@@ -70,8 +70,9 @@ def _tokens(x: np.ndarray, patch: int) -> np.ndarray:
     return padded.reshape(-1, patch * channels)
 
 
-@TASKS.register("ucr", "time series: a UCR/UEA classification set shipped with aeon, one time step (or patch) a token",
-                prefix=True)
+@TASKS.register(
+    "ucr", "time series: a UCR/UEA classification set shipped with aeon, one time step (or patch) a token", prefix=True
+)
 def ucr(name: str, patch: int = 1, val_fraction: float = 0.2, split_seed: int = 0) -> Task:
     """`ucr:GunPoint`, `ucr:BasicMotions`, ...: the shipped TRAIN file split into train/val, the TEST file as test."""
     from aeon.datasets import load_from_ts_file  # local file reader; aeon's load_classification may download
@@ -97,8 +98,9 @@ def ucr(name: str, patch: int = 1, val_fraction: float = 0.2, split_seed: int = 
     try:
         train_idx, val_idx = stratified_split(train_labels, (1 - val_fraction, val_fraction), split_seed)
     except ValueError as e:  # scikit-learn: a class with one example, or fewer val examples than classes
-        raise FPTError(f"ucr:{name}: cannot split {len(series)} training series stratified with "
-                       f"val_fraction={val_fraction}: {e}") from None
+        raise FPTError(
+            f"ucr:{name}: cannot split {len(series)} training series stratified with val_fraction={val_fraction}: {e}"
+        ) from None
 
     # Statistics of the training split only, per channel over all its time steps; missing values (NaN) become 0.
     fit = np.concatenate([series[i] for i in train_idx])
@@ -110,19 +112,37 @@ def ucr(name: str, patch: int = 1, val_fraction: float = 0.2, split_seed: int = 
         tokens = [torch.from_numpy(_tokens(np.nan_to_num((x - mean) / std), patch)) for x in xs]
         return torch.stack(tokens) if len({t.shape[0] for t in tokens}) == 1 else tokens
 
-    parts = {"train": ([series[i] for i in train_idx], train_labels[train_idx]),
-             "val": ([series[i] for i in val_idx], train_labels[val_idx]),
-             "test": (test_series, test_labels)}
+    parts = {
+        "train": ([series[i] for i in train_idx], train_labels[train_idx]),
+        "val": ([series[i] for i in val_idx], train_labels[val_idx]),
+        "test": (test_series, test_labels),
+    }
     splits = {s: TensorSplit(encode(xs), ys) for s, (xs, ys) in parts.items()}
     lengths = [len(x) for x in series + test_series]
     channels = series[0].shape[1]
-    spec = TaskSpec(f"ucr:{name}", "time series", "features", input_dim=patch * channels, num_classes=len(classes),
-                    max_tokens=-(-max(lengths) // patch),
-                    # Mean over tokens: a class may show anywhere in a series, and the default backbone (MiniLM)
-                    # was trained to give sentence embeddings by mean pooling.
-                    readout="mean", default_steps=500, default_eval_every=50, label_names=tuple(classes))
-    info = {"source": str(train_file.parent), "files": [train_file.name, test_file.name], "split_seed": split_seed,
-            "val_fraction": val_fraction, "patch": patch, "channels": channels,
-            "series_length": {"min": min(lengths), "max": max(lengths)}, "missing_values": missing,
-            "standardise": {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}}
+    spec = TaskSpec(
+        f"ucr:{name}",
+        "time series",
+        "features",
+        input_dim=patch * channels,
+        num_classes=len(classes),
+        max_tokens=-(-max(lengths) // patch),
+        # Mean over tokens: a class may show anywhere in a series, and the default backbone (MiniLM)
+        # was trained to give sentence embeddings by mean pooling.
+        readout="mean",
+        default_steps=500,
+        default_eval_every=50,
+        label_names=tuple(classes),
+    )
+    info = {
+        "source": str(train_file.parent),
+        "files": [train_file.name, test_file.name],
+        "split_seed": split_seed,
+        "val_fraction": val_fraction,
+        "patch": patch,
+        "channels": channels,
+        "series_length": {"min": min(lengths), "max": max(lengths)},
+        "missing_values": missing,
+        "standardise": {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()},
+    }
     return Task(spec, splits, info)

