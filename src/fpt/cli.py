@@ -97,9 +97,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from fpt.backbones import BACKBONES
+    from fpt.model import MODELS
     from fpt.tasks import TASKS
 
-    registry = TASKS if args.what == "tasks" else BACKBONES
+    registry = {"tasks": TASKS, "backbones": BACKBONES, "models": MODELS}[args.what]
     names = registry.names()
     width = max(map(len, names))
     for name, entry in zip(names, registry.entries(), strict=True):
@@ -144,8 +145,8 @@ def build_parser() -> Parser:
     add_config_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("list", help="list the registered tasks or backbones")
-    p.add_argument("what", choices=["tasks", "backbones"])
+    p = sub.add_parser("list", help="list the registered tasks, backbones or models")
+    p.add_argument("what", choices=["tasks", "backbones", "models"])
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("demo", help="FPT vs random init on bit-xor and digits with the shipped minilm backbone")

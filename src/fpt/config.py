@@ -20,6 +20,7 @@ class TrainConfig(BaseModel):
     task_args: dict[str, Any] = Field(
         default_factory=dict, description="task parameters as YAML/JSON, e.g. '{n_bits: 5}'"
     )
+    model: str = Field("fpt", description="model: fpt, or a baseline (fpt list models)")
     backbone: str = Field("minilm", description="backbone name (fpt list backbones)")
     backbone_path: str | None = Field(None, description="local folder or cached hub id for hub backbones")
     init: Literal["pretrained", "random"] = Field(

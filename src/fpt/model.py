@@ -12,10 +12,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fpt.backbones import Backbone
+from fpt.backbones import Backbone, get_backbone
+from fpt.registry import Registry
 from fpt.tasks import TaskSpec
 
 InputInit = Literal["paper", "matched"]
+
+# Models chosen with --model: "fpt" and the baselines. A factory takes (cfg: TrainConfig, spec: TaskSpec) and returns
+# a module with forward(x, mask) -> logits (B, K, C) and parameter_groups() covering fpt.freeze.GROUPS.
+MODELS: Registry[nn.Module] = Registry("model")
 
 
 def init_input_layer(layer: nn.Linear | nn.Embedding, how: InputInit, target_norm: float) -> None:
@@ -92,3 +97,10 @@ class FPT(nn.Module):
             "output": list(self.head.parameters()),
             **self.backbone.parameter_groups(),
         }
+
+
+@MODELS.register("fpt", "Frozen Pretrained Transformer: trained input layer and head around a pretrained backbone")
+def fpt_model(cfg, spec: TaskSpec) -> FPT:
+    backbone = get_backbone(cfg.backbone, cfg.init, cfg.backbone_path, cfg.dropout)
+    backbone.check_length(spec.max_tokens)
+    return FPT(backbone, spec, cfg.input_init, cfg.readout)

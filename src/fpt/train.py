@@ -17,10 +17,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from fpt import freeze
-from fpt.backbones import get_backbone
 from fpt.config import TrainConfig
 from fpt.errors import FPTError
-from fpt.model import FPT
+from fpt.model import MODELS
 from fpt.results import environment, write_atomic, write_json, write_jsonl
 from fpt.tasks import Task, collate, get_task
 
@@ -37,12 +36,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(cfg: TrainConfig, task: Task) -> FPT:
-    """The FPT for `cfg` and `task`, with requires_grad set by `cfg.train` (seeded by `cfg.seed`)."""
+def build_model(cfg: TrainConfig, task: Task) -> nn.Module:
+    """The model `cfg.model` builds for `task` (FPT by default), with requires_grad set by `cfg.train`, seeded by
+    `cfg.seed`."""
     torch.manual_seed(cfg.seed)
-    backbone = get_backbone(cfg.backbone, cfg.init, cfg.backbone_path, cfg.dropout)
-    backbone.check_length(task.spec.max_tokens)
-    model = FPT(backbone, task.spec, cfg.input_init, cfg.readout)
+    model = MODELS.build(cfg.model, cfg=cfg, spec=task.spec)
     freeze.apply(model, freeze.parse_groups(cfg.train))
     return model
 
@@ -191,7 +189,7 @@ def train(
     resolved = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})
     result = {
         "task": cfg.task,
-        "model": "fpt",
+        "model": cfg.model,
         "backbone": cfg.backbone,
         "init": cfg.init,
         "train_groups": list(groups),
@@ -211,7 +209,7 @@ def train(
         "samples_per_second": round(samples / max(train_seconds, 1e-9), 2),
         "task_spec": spec.to_dict(),
         "task_info": task.info,
-        "backbone_source": model.backbone.source,
+        "backbone_source": getattr(getattr(model, "backbone", None), "source", None),
         "config": resolved.model_dump(),
         "environment": environment(device),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
