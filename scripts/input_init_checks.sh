@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The input-layer initialisation on minilm: the paper's (orthogonal, gain 1.41, default bias) vs fpt's matched one,
+# on bit-xor with the default budget, 3 seeds each.   Usage: scripts/input_init_checks.sh [OUT_DIR]
+set -euo pipefail
+out=${1:-runs/input-init}
+fpt=${FPT:-fpt}
+for seed in 0 1 2; do
+  for init in paper matched; do
+    $fpt train --task bit-xor --input-init "$init" --seed "$seed" --patience null --out "$out/bit-xor-$init-s$seed" --quiet
+  done
+done
