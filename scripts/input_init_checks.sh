@@ -6,6 +6,8 @@ out=${1:-runs/input-init}
 fpt=${FPT:-fpt}
 for seed in 0 1 2; do
   for init in paper matched; do
-    $fpt train --task bit-xor --input-init "$init" --seed "$seed" --patience null --out "$out/bit-xor-$init-s$seed" --quiet
+    name="bit-xor-$init-s$seed"
+    [ -f "$out/$name/result.json" ] || $fpt train --task bit-xor --input-init "$init" --seed "$seed" --patience null \
+      --out "$out/$name" --quiet
   done
 done
