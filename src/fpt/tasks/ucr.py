@@ -130,7 +130,7 @@ def ucr(name: str, patch: int = 1, val_fraction: float = 0.2, split_seed: int = 
         # Mean over tokens: a class may show anywhere in a series, and the default backbone (MiniLM)
         # was trained to give sentence embeddings by mean pooling.
         readout="mean",
-        default_steps=500,
+        default_steps=200,
         default_eval_every=50,
         label_names=tuple(classes),
     )
