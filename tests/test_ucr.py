@@ -29,7 +29,7 @@ def test_shipped_classification_sets_are_found():
 
 
 def test_gunpoint_shapes_classes_and_splits():
-    task = get_task("ucr:GunPoint")
+    task = get_task("ucr:GunPoint", patch=1)
     spec = task.spec
     assert (spec.name, spec.input, spec.input_dim, spec.num_classes, spec.max_tokens) == (
         "ucr:GunPoint",
@@ -47,7 +47,7 @@ def test_gunpoint_shapes_classes_and_splits():
 
 
 def test_standardised_per_channel_with_training_statistics_only():
-    task = get_task("ucr:BasicMotions")  # not z-normalised per series, unlike GunPoint
+    task = get_task("ucr:BasicMotions", patch=1)  # not z-normalised per series, unlike GunPoint
     train, val = stacked(task.splits["train"]), stacked(task.splits["val"])  # (N·T, 6)
     assert train.mean(0).abs().max() < 1e-4 and (train.std(0) - 1).abs().max() < 1e-2
     assert val.mean(0).abs().max() > 1e-2 and len(task.info["standardise"]["mean"]) == 6
@@ -61,7 +61,7 @@ def test_validation_split_is_stratified_and_fixed():
 
 
 def test_multivariate_and_patches():
-    task = get_task("ucr:BasicMotions")
+    task = get_task("ucr:BasicMotions", patch=1)
     assert task.spec.input_dim == 6 and task.spec.max_tokens == 100 and task.spec.num_classes == 4
     patched = get_task("ucr:BasicMotions", patch=4)
     assert patched.spec.input_dim == 24 and patched.spec.max_tokens == 25
@@ -87,3 +87,9 @@ def test_unequal_length_series_stay_variable_length():
 def test_unknown_name_lists_the_shipped_sets():
     with pytest.raises(FPTError, match="GunPoint.*BasicMotions|BasicMotions.*GunPoint"):
         get_task("ucr:NoSuchSet")
+
+
+def test_default_patch_keeps_series_within_max_tokens():
+    task = get_task("ucr:GunPoint")  # 150 steps → patch 3 → 50 tokens × 3
+    assert task.info["patch"] == 3 and task.spec.max_tokens == 50 and task.spec.input_dim == 3
+    assert get_task("ucr:GunPoint", max_tokens=150).info["patch"] == 1
