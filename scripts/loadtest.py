@@ -3,12 +3,13 @@
     python scripts/loadtest.py --patch a.fpt.safetensors --patch b.fpt.safetensors --patch c.fpt.safetensors \
         [--clients 16] [--duration 20] [--examples 1] [--out results/serve/loadtest.json]
     python scripts/loadtest.py --memory --patch a.fpt.safetensors     # memory for N = 1, 10, 100 tasks
+    python scripts/loadtest.py --verify --patch a.fpt.safetensors ...  # reloaded and served = the trained runs
 
 For each batching mode (cross-task: one forward pass for whatever tasks' requests have gathered; per-task: one pass
 per task) it starts `fpt serve` on a free loopback port (a subprocess; a thread with --in-process), runs `clients`
 concurrent clients for `duration` seconds, each sending one request at a time and cycling over the tasks with
 `examples` random valid examples per request, and reports throughput, p50/p99 latency and errors (expected: zero).
-Bounded: loopback only, at most 256 clients and 300 s per mode.
+Bounded: loopback only, at most 256 clients and 300 s per mode. Needs httpx (pip install -e '.[dev]').
 """
 
 from __future__ import annotations
@@ -167,20 +168,30 @@ def run(
     in_process: bool = False,
     max_wait_ms: float = 2.0,
     threads: int = 1,
+    repeat: int = 1,
 ) -> dict[str, Any]:
-    """Serve `patches` in each batching mode in turn and load it; returns the report."""
+    """Serve `patches` in each batching mode in turn (`repeat` rounds, the modes alternating so that a change in the
+    machine's load hits both) and load it; returns the report, each mode's figures the round of median throughput."""
     if len(patches) < 3:
         raise SystemExit("give at least 3 --patch files: the test is about many tasks sharing one core")
     if not 1 <= clients <= 256 or not 0 < duration_s <= 300:
         raise SystemExit("bounded: 1..256 clients, 0..300 s per mode")
     report: dict[str, Any] = {"patches": patches, "max_wait_ms": max_wait_ms, "server_threads": threads, "modes": {}}
-    for mode in modes:
-        server = Server(patches, mode, in_process, max_wait_ms, threads)
-        try:
-            asyncio.run(load(server.url, clients, 0.5, examples, seed=1))  # warm-up, not counted
-            report["modes"][mode] = asyncio.run(load(server.url, clients, duration_s, examples))
-        finally:
-            server.stop()
+    rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for _ in range(repeat):
+        for mode in modes:
+            server = Server(patches, mode, in_process, max_wait_ms, threads)
+            try:
+                asyncio.run(load(server.url, clients, 0.5, examples, seed=1))  # warm-up, not counted
+                rounds[mode].append(asyncio.run(load(server.url, clients, duration_s, examples)))
+            finally:
+                server.stop()
+    for mode, results in rounds.items():
+        ranked = sorted(results, key=lambda r: r["requests_per_s"])
+        report["modes"][mode] = {
+            **ranked[len(ranked) // 2],
+            "rounds_requests_per_s": [r["requests_per_s"] for r in results],
+        }
     if set(MODES) <= set(report["modes"]):
         cross, per = report["modes"]["cross-task"], report["modes"]["per-task"]
         report["throughput_gain"] = round(cross["requests_per_s"] / max(per["requests_per_s"], 1e-9), 2)
@@ -188,6 +199,15 @@ def run(
 
 
 def rss_bytes() -> int:
+    """This process's resident memory, after returning freed heap pages to the system (glibc) where possible."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
@@ -195,7 +215,8 @@ def rss_bytes() -> int:
 
 
 def memory(patches: list[str], counts: tuple[int, ...] = (1, 10, 100)) -> dict[str, Any]:
-    """Memory of one core serving N tasks (the given patches, cycled under new names): tensor bytes and RSS."""
+    """Memory of one core serving N tasks (the given patches, cycled under new names, each read from its file as a
+    server would): the tensors' bytes, and the growth of this process's resident memory."""
     import gc
 
     from fpt.multitask import build_core
@@ -215,7 +236,8 @@ def memory(patches: list[str], counts: tuple[int, ...] = (1, 10, 100)) -> dict[s
         "counts": {},
     }
     for n in range(1, max(counts) + 1):
-        core.add(f"t{n}", loaded[(n - 1) % len(loaded)], patches[(n - 1) % len(loaded)])
+        path = patches[(n - 1) % len(patches)]
+        core.add(f"t{n}", read_patch(path), path)
         if n in counts:
             gc.collect()
             mem = core.memory()
@@ -229,6 +251,56 @@ def memory(patches: list[str], counts: tuple[int, ...] = (1, 10, 100)) -> dict[s
     return report
 
 
+def verify(patches: list[str], per_task: int = 64) -> dict[str, Any]:
+    """Each patch reloaded alone (fpt.load_patch) reproduces its run's test metrics exactly, and the shared core (all
+    the patches on one backbone, `per_task` test examples of every task in ONE mixed batch) predicts what the reloaded
+    model predicts."""
+    import torch
+
+    import fpt
+    from fpt.patch import backbone_bytes_on_disk
+    from fpt.serve import build, parse_patch_arg
+    from fpt.tasks import collate
+
+    core, _ = build(patches)
+    models, batch, report = {}, [], {}
+    for text in patches:
+        name, path = parse_patch_arg(text)
+        model = models[name] = fpt.load_patch(path)
+        cfg, metrics = model.patch.config, model.patch.metrics
+        task = fpt.get_task(cfg.task, **cfg.task_args)
+        test = fpt.evaluate(model, task.splits["test"], cfg.eval_batch_size, torch.device("cpu"))
+        backbone = backbone_bytes_on_disk(model.patch.meta.get("backbone_source"))
+        report[name] = {
+            "patch_bytes": model.patch.nbytes,
+            "backbone_on_disk_bytes": backbone,
+            "patch_percent_of_backbone": round(100 * model.patch.nbytes / backbone, 3) if backbone else None,
+            "test_accuracy": metrics["test_accuracy"],
+            "reloaded_test_metrics_equal": test == {"accuracy": metrics["test_accuracy"], "loss": metrics["test_loss"]},
+        }
+        split = task.splits["test"]
+        batch.append((name, [split[i][0] for i in range(min(per_task, len(split)))]))
+    for (name, examples), served in zip(batch, core.predict(batch), strict=True):
+        x, mask, _ = collate([(x, torch.zeros(1)) for x in examples])
+        with torch.inference_mode():
+            alone = models[name](x, mask)
+        report[name] |= {
+            "served_examples": len(examples),
+            "served_predictions_equal": bool(torch.equal(served.argmax(-1), alone.argmax(-1))),
+            "served_max_abs_logit_diff": float((served - alone).abs().max()),
+        }
+    return report
+
+
+def environment() -> dict[str, Any]:
+    """Versions, hardware and commit (fpt.results), plus the load the machine was under: figures are relative."""
+    import torch
+
+    from fpt.results import environment as fpt_environment
+
+    return {**fpt_environment(torch.device("cpu")), "load_average_1_5_15": os.getloadavg()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patch", action="append", required=True, help="a task patch (≥ 3 for the load test)")
@@ -238,16 +310,21 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of all modes, alternating")
     parser.add_argument("--in-process", action="store_true", help="serve from a thread of this process")
     parser.add_argument("--memory", action="store_true", help="report memory for N = 1, 10, 100 tasks instead")
+    parser.add_argument("--verify", action="store_true", help="check reloaded and served predictions instead")
     parser.add_argument("--out", help="also write the report as JSON here")
     args = parser.parse_args()
     if args.memory:
         report = memory(args.patch)
+    elif args.verify:
+        report = verify(args.patch)
     else:
         modes = tuple(m for m in args.modes.split(",") if m)
         report = run(args.patch, args.clients, args.duration, args.examples, modes, args.in_process,
-                     args.max_wait_ms, args.threads)  # fmt: skip
+                     args.max_wait_ms, args.threads, args.repeat)  # fmt: skip
+    report["environment"] = environment()
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -59,7 +59,12 @@ def test_collate_pads_per_batch():
 
 @pytest.mark.parametrize("name", [e.name for e in TASKS.entries() if not e.prefix])
 def test_every_registered_task_builds_with_three_splits(name):
-    task = fpt.get_task(name)
+    try:
+        task = fpt.get_task(name)
+    except fpt.FPTError as err:  # a task that reads the user's copy of published files (tested on tiny files elsewhere)
+        if "data_dir" not in str(err):
+            raise
+        pytest.skip(f"needs data_dir: {err}")
     assert all(len(task.splits[s]) > 0 for s in ("train", "val", "test"))
     x, y = task.splits["val"][0]
     assert y.shape == (task.spec.num_outputs * task.spec.predictions_per_token,)

@@ -6,6 +6,8 @@
     >>> result["test_accuracy"]
 
 Building blocks: `fpt.get_task`, `fpt.get_backbone`, `fpt.FPT`, and `fpt.freeze` (which parameters train).
+Shipping: `fpt.export_patch(run_dir, out)` writes a run's trained tensors as a patch; `fpt.load_patch(path)` rebuilds
+the model on its backbone (checked by fingerprint); `fpt serve` serves many patches on one frozen core.
 """
 
 from fpt.backbones import BACKBONES, Backbone, get_backbone
@@ -13,6 +15,8 @@ from fpt.config import TrainConfig
 from fpt.errors import FPTError
 from fpt.freeze import GROUPS, PAPER_GROUPS
 from fpt.model import FPT
+from fpt.patch import export as export_patch
+from fpt.patch import from_patch as load_patch
 from fpt.tasks import TASKS, Task, TaskSpec, get_task
 from fpt.train import build_model, evaluate, train
 
@@ -31,7 +35,9 @@ __all__ = [
     "TrainConfig",
     "build_model",
     "evaluate",
+    "export_patch",
     "get_backbone",
     "get_task",
+    "load_patch",
     "train",
 ]

@@ -23,6 +23,9 @@ EXAMPLES = """examples:
   fpt train --task ucr:GunPoint --task-args '{patch: 5}' --out runs/gunpoint
   fpt train --config configs/digits.yaml --seed 1
   fpt list tasks
+  fpt train --resume --out runs/xor                    # continue a killed run from its last checkpoint
+  fpt export runs/xor --out xor.fpt.safetensors
+  fpt serve --patch xor.fpt.safetensors --patch digits.fpt.safetensors
 """
 
 
@@ -80,11 +83,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from fpt.train import train
 
-    cfg = config_from_args(args)
+    if args.resume and not args.out:
+        raise FPTError("--resume needs --out DIR: the folder of the run to continue")
+    given = args.config or any(name in vars(args) for name in TrainConfig.model_fields)
+    if args.resume and not given:  # no options: continue the run with the config its checkpoint holds
+        from fpt.checkpoint import saved_config
+
+        cfg = saved_config(args.out)
+    else:
+        cfg = config_from_args(args)
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
         return 0
-    result = train(cfg, out=args.out, quiet=args.quiet)
+    result = train(cfg, out=args.out, quiet=args.quiet, resume=args.resume)
     where = f" → {Path(args.out) / 'result.json'}" if args.out else ""
     print(
         f"{result['task']} {result['backbone']}/{result['init']} seed {result['seed']}: "
@@ -119,6 +130,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fpt.patch import backbone_bytes_on_disk, describe_size, export
+
+    out, patch = export(args.run_dir, args.out)
+    params = sum(t.numel() for t in patch.tensors.values())
+    size = describe_size(patch.nbytes, backbone_bytes_on_disk(patch.meta.get("backbone_source")))
+    print(f"{out}: {len(patch.tensors)} tensors, {params:,} params ({', '.join(patch.groups)}), {size}")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from fpt.multitask import check_examples, pad
+    from fpt.patch import from_patch
+
+    model = from_patch(args.patch, backbone_path=args.backbone_path)
+    patch, spec = model.patch, model.patch.spec
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in patch.metrics.items() if k.endswith("accuracy"))
+    print(
+        f"{args.patch}: task {spec.name} ({spec.shape()}, {spec.num_classes} classes) on {patch.backbone} "
+        f"({patch.config.init}), trained {', '.join(patch.groups)}; {metrics or 'no metrics'}; backbone verified "
+        f"(frozen weights sha256 {patch.frozen_sha256[:16]}…)",
+        file=sys.stderr if args.inputs else sys.stdout,
+    )
+    if args.inputs:
+        try:
+            data = json.loads(Path(args.inputs).read_text())
+        except (OSError, ValueError) as err:
+            raise FPTError(f"cannot read inputs from {args.inputs}: {err}") from None
+        examples = check_examples(spec, data.get("inputs") if isinstance(data, dict) else data, model.readout)
+        with torch.inference_mode():
+            logits = model(*pad(examples))  # (n, K, C)
+        classes = logits.argmax(-1).tolist()
+        labels = [[spec.label_names[c] for c in row] for row in classes] if spec.label_names else None
+        print(json.dumps({"task": spec.name, "predictions": classes, "labels": labels}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fpt.serve import Settings, serve
+
+    if not args.patch and not args.allow_upload:
+        raise FPTError("give at least one --patch FILE (or --allow-upload to add tasks at run time)")
+    settings = Settings(
+        batching=args.batching,
+        max_wait_ms=args.max_wait_ms,
+        max_batch_rows=args.max_batch_rows,
+        max_examples=args.max_examples,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        allow_upload=args.allow_upload,
+    )
+    serve(args.patch or [], args.backbone, args.backbone_path, args.host, args.port, settings, args.threads)
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="fpt",
@@ -142,6 +211,12 @@ def build_parser() -> Parser:
     p.add_argument("--out", metavar="DIR", help="write result.json, curve.jsonl and config.yaml to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar; one log line per validation")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the killed run in --out DIR from its last checkpoint (same numbers as an unbroken run); "
+        "with no config options, the checkpoint's config is used, else it must match",
+    )
     add_config_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -154,6 +229,39 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: each task's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="write a finished run's trained tensors as a task patch (.fpt.safetensors)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (result.json, trained.safetensors)")
+    p.add_argument("--out", metavar="FILE", help="the patch file (default: RUN_DIR/<RUN_DIR name>.fpt.safetensors)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("load", help="rebuild a model from a patch, checking its backbone; optionally predict")
+    p.add_argument("patch", metavar="PATCH", help="a .fpt.safetensors file from fpt export")
+    p.add_argument("--backbone-path", metavar="DIR", help="the backbone folder, if not where the run loaded it from")
+    p.add_argument("--inputs", metavar="FILE.json", help='predict {"inputs": [...]} (as POST .../predict) to stdout')
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve task patches over HTTP from one shared frozen backbone",
+        description="Load the backbone once and every patch onto it; requests for different tasks are batched into "
+        "shared forward passes. API: GET /v1/tasks, POST /v1/tasks/NAME/predict, GET /healthz, docs at /docs.",
+    )
+    p.add_argument("--patch", action="append", metavar="[NAME=]FILE", help="a task patch (repeat); NAME defaults to "
+                   "the file name without .fpt.safetensors")  # fmt: skip
+    p.add_argument("--backbone", help="backbone name (default: the patches')")
+    p.add_argument("--backbone-path", metavar="DIR", help="backbone folder (default: the first patch's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--batching", choices=["cross-task", "per-task"], default="cross-task",
+                   help="one forward pass for all tasks' requests (default), or one per task")  # fmt: skip
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a request waits for a batch (default 2)")
+    p.add_argument("--max-batch-rows", type=int, default=64, help="examples per forward pass (default 64)")
+    p.add_argument("--max-examples", type=int, default=256, help="examples per request (default 256)")
+    p.add_argument("--max-body-mb", type=float, default=4.0, help="largest predict request body (default 4 MiB)")
+    p.add_argument("--allow-upload", action="store_true", help="enable POST /v1/tasks (token: $FPT_SERVE_TOKEN)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -165,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fpt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fpt: interrupted; result files of finished runs are intact", file=sys.stderr)
+        print(
+            "fpt: interrupted; result files of finished runs are intact; continue a run: fpt train --resume --out DIR",
+            file=sys.stderr,
+        )
         return 130
 
 

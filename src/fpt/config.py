@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fpt.errors import FPTError
 
@@ -54,6 +54,18 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed for initialisation, data order and dropout")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: torch's choice")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    width: int | None = Field(
+        None,
+        gt=0,
+        description="hidden width of the lstm, mlp and random-features baselines; default: the backbone's hidden size",
+    )
+    lstm_layers: int = Field(3, gt=0, description="layers of the lstm baseline (the paper's: 3)")
+    mlp_layers: int = Field(2, gt=0, description="hidden layers of the mlp baseline")
+    cache_features: bool = Field(
+        False,
+        description="the paper's reservoir: with --train output, compute the frozen features once per example and "
+        "train only the head on them",
+    )
 
     @field_validator("train")
     @classmethod
@@ -61,6 +73,34 @@ class TrainConfig(BaseModel):
         from fpt.freeze import parse_groups
 
         return ",".join(parse_groups(value)) if value != "all" else "all"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _baselines_train_all(cls, values: Any) -> Any:
+        """Baselines trained end to end (fpt.model.TRAINS_ALL: transformer, lstm, linear, mlp) train every weight:
+        `train` defaults to all for them, and anything else is an error rather than a silently frozen LSTM."""
+        if not isinstance(values, dict) or values.get("model", "fpt") == "fpt":
+            return values
+        from fpt.freeze import GROUPS, parse_groups
+        from fpt.model import TRAINS_ALL
+
+        if values["model"] not in TRAINS_ALL:
+            return values
+        if "train" in values and parse_groups(values["train"]) != GROUPS:
+            raise ValueError(
+                f"model {values['model']!r} trains every weight; leave out train (it is all), or use model fpt "
+                f"to train the groups {values['train']!r}"
+            )
+        return {**values, "train": "all"}
+
+    @model_validator(mode="after")
+    def _reservoir_trains_the_head(self) -> TrainConfig:
+        if self.cache_features and self.train != "output":
+            raise ValueError(
+                f"cache_features trains the head alone on cached frozen features; it needs train: output, "
+                f"got {self.train!r}"
+            )
+        return self
 
 
 def format_validation_error(err: ValidationError) -> str:

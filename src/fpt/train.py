@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,16 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fpt import freeze
+from fpt.cache import reservoir
+from fpt.checkpoint import BatchStream, Checkpointer, Progress
 from fpt.config import TrainConfig
 from fpt.errors import FPTError
 from fpt.model import MODELS
+from fpt.patch import TRAINED_FILE, write_trained
 from fpt.results import environment, write_atomic, write_json, write_jsonl
 from fpt.tasks import Task, collate, get_task
 
@@ -67,20 +69,6 @@ def evaluate(model: nn.Module, split: Dataset, batch_size: int, device: torch.de
     return {"accuracy": correct / total, "loss": loss_sum / total}
 
 
-def endless_batches(split: Dataset, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Shuffled batches, epoch after epoch, in an order fixed by `seed`."""
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        split,
-        batch_size=batch_size,
-        sampler=RandomSampler(split, generator=generator),
-        collate_fn=collate,
-        drop_last=len(split) >= batch_size,
-    )
-    while True:
-        yield from loader
-
-
 def lr_lambda(cfg: TrainConfig, steps: int):
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -100,10 +88,17 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def train(
-    cfg: TrainConfig, out: str | Path | None = None, quiet: bool = False, task: Task | None = None
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    quiet: bool = False,
+    task: Task | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train one FPT run and return its result record; with `out`, also write result.json, curve.jsonl and
-    config.yaml there (atomically, only once the run has finished)."""
+    """Train one FPT run and return its result record; with `out`, also write result.json, curve.jsonl, config.yaml
+    and trained.safetensors there (atomically, only once the run has finished), and a checkpoint at each validation.
+    `resume` continues the killed run in `out` from its checkpoint and ends with the numbers of an unbroken run."""
+    if resume and out is None:
+        raise FPTError("resuming a run needs its folder: give out (--out DIR)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -115,22 +110,38 @@ def train(
     model = build_model(cfg, task).to(device)
     model.train()
     counts = freeze.count(model)
+    if cfg.cache_features:  # the reservoir: frozen features once per example, then the head alone trains on them
+        task, model = reservoir(model, task, cfg.eval_batch_size, device)
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = freeze.parse_groups(cfg.train)
-    batches = endless_batches(task.splits["train"], cfg.batch_size, cfg.seed)
+    batches = BatchStream(task.splits["train"], cfg.batch_size, cfg.seed)
+    resolved = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})
+    checkpoints = Checkpointer(out, resolved, model, groups, optimizer, scheduler, batches) if out is not None else None
 
     best = {"step": 0, "accuracy": -1.0, "loss": math.inf}
     best_state = freeze.trained_state(model, groups)
     curve: list[dict[str, Any]] = []
     since_best, best_accuracy = 0, -1.0
     window_loss, window_n, samples, train_seconds = 0.0, 0, 0, 0.0
-    bar = tqdm(
-        total=steps, desc=f"{cfg.task} {cfg.backbone}/{cfg.init}", disable=quiet, dynamic_ncols=True, file=sys.stderr
-    )
     step = 0
-    for step in range(1, steps + 1):
+    start = checkpoints.load() if resume and checkpoints is not None else None
+    if start is not None:
+        step, best, best_state, curve = start.step, start.best, start.best_state, start.curve
+        since_best, best_accuracy = start.since_best, start.best_accuracy
+        samples, train_seconds = start.samples, start.train_seconds
+    first = step + 1
+    last = step if start is not None and start.stopped else steps  # a run that had early-stopped stays stopped
+    bar = tqdm(
+        total=steps,
+        initial=step,
+        desc=f"{cfg.task} {cfg.backbone}/{cfg.init}",
+        disable=quiet,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    for step in range(first, last + 1):
         started = time.perf_counter()
         x, mask, y = (t.to(device, non_blocking=True) for t in next(batches))
         loss = loss_fn(model(x, mask), y)
@@ -180,13 +191,17 @@ def train(
                 f"loss {row['train_loss']:.4f} val_acc {val['accuracy']:.4f}",
                 file=sys.stderr,
             )
-        if cfg.patience is not None and since_best >= cfg.patience:
+        stop = cfg.patience is not None and since_best >= cfg.patience
+        if checkpoints is not None:
+            checkpoints.save(
+                Progress(step, best, best_state, curve, since_best, best_accuracy, samples, train_seconds, stop)
+            )
+        if stop:
             break
     bar.close()
 
     load_trained(model, best_state)
     test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device)
-    resolved = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})
     result = {
         "task": cfg.task,
         "model": cfg.model,
@@ -216,9 +231,12 @@ def train(
     }
     if out is not None:
         out = Path(out)
+        write_trained(out / TRAINED_FILE, model, groups, resolved, spec)
         write_jsonl(out / "curve.jsonl", curve)
         write_atomic(out / "config.yaml", yaml.safe_dump(resolved.model_dump(), sort_keys=False))
         write_json(out / "result.json", result)
+        if checkpoints is not None:
+            checkpoints.remove()  # the run is finished: result.json marks it
     return result
 
 

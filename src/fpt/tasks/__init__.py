@@ -3,7 +3,7 @@
 import inspect
 
 from fpt.errors import FPTError
-from fpt.tasks import bits, digits, listops, ucr  # noqa: F401
+from fpt.tasks import bits, digits, homology, images, listops, ucr  # noqa: F401
 from fpt.tasks.base import TASKS, Task, TaskSpec, collate
 
 __all__ = ["TASKS", "Task", "TaskSpec", "collate", "get_task"]

@@ -14,6 +14,7 @@ tokens as the original FPT code did, leaving the plain prefix form `[MAX 2 9 ]` 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 from pathlib import Path
@@ -369,3 +370,20 @@ def listops(
         "label_counts": {s: np.bincount(ys, minlength=10).tolist() for s, (_, ys) in data.items()},
     }
     return Task(spec, {s: TokenSplit(xs, ys) for s, (xs, ys) in data.items()}, info)
+
+
+@TASKS.register(
+    "listops-lra",
+    "symbolic: LRA's ListOps TSV files (data_dir: basic_{train,val,test}.tsv), 500-2000 tokens (vocab 18), "
+    "10 classes; 96k/2k/2k",
+)
+def listops_lra(data_dir: str | None = None, keep_brackets: bool = True, max_len: int | None = None) -> Task:
+    """LRA's published ListOps splits as they are (train 96k, val 2k, test 2k): `listops` reading `data_dir`."""
+    if data_dir is None:
+        raise FPTError(
+            f"task 'listops-lra' reads your copy of LRA: give --task-args '{{data_dir: DIR}}' with "
+            f"{', '.join(LRA_FILES.values())}"
+        )
+    task = listops(data_dir=data_dir, keep_brackets=keep_brackets, max_len=max_len)
+    spec = dataclasses.replace(task.spec, name="listops-lra", default_steps=5000, default_eval_every=500)
+    return Task(spec, task.splits, task.info)

@@ -1,0 +1,234 @@
+"""Checkpoints, so that a killed run resumes and ends with the same numbers as one that was never stopped.
+
+At each validation fpt.train writes RUN_DIR/checkpoint.safetensors through a temporary file and a rename, so a kill
+at any moment leaves either the previous checkpoint or the new one. It holds everything the next step depends on:
+the trained tensors and the best-on-validation ones, the optimizer's moments, the scheduler, the counters and curve
+so far, torch's RNG state (dropout) and the data order (the sampler generator's state at the start of the current
+epoch and the number of batches taken from it). Tensors are safetensors; everything else is JSON in its header; no
+pickle. `fpt train --resume --out RUN_DIR` continues from it; a finished run deletes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from fpt import freeze
+from fpt.config import TrainConfig, make_config
+from fpt.errors import FPTError
+from fpt.patch import (
+    frozen_fingerprint,
+    load_state_strict,
+    read_file,
+    read_metadata,
+    read_safetensors,
+    save_safetensors,
+)
+from fpt.tasks.base import collate
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CHECKPOINT_FORMAT = "fpt-checkpoint/1"
+
+
+class ResumableSampler(RandomSampler):
+    """A seeded RandomSampler that records its generator's state at the start of each epoch and can start an epoch
+    part-way (`skip` indices in), drawing exactly what a full epoch draws."""
+
+    def __init__(self, data: Dataset, generator: torch.Generator) -> None:
+        super().__init__(data, generator=generator)
+        self.epoch_start: torch.Tensor | None = None
+        self.skip = 0
+
+    def __iter__(self):
+        self.epoch_start = self.generator.get_state()
+        skip, self.skip = self.skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+
+class BatchStream:
+    """Shuffled training batches, epoch after epoch, in an order fixed by `seed`; `state()` → `restore()` rebuilds
+    the stream at the same batch. Batches are those of DataLoader(RandomSampler(generator=seed)), draw for draw."""
+
+    def __init__(self, split: Dataset, batch_size: int, seed: int) -> None:
+        self.batch_size = batch_size
+        self.sampler = ResumableSampler(split, torch.Generator().manual_seed(seed))
+        self.loader = DataLoader(
+            split, batch_size=batch_size, sampler=self.sampler, collate_fn=collate, drop_last=len(split) >= batch_size
+        )
+        self.iterator = None
+        self.position = 0  # batches taken from the current epoch
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        if self.iterator is not None:
+            try:
+                batch = next(self.iterator)
+                self.position += 1
+                return batch
+            except StopIteration:
+                pass
+        self.iterator = iter(self.loader)  # a new epoch (DataLoader draws one number from torch's global RNG here)
+        batch = next(self.iterator)
+        self.position = 1
+        return batch
+
+    def state(self) -> tuple[torch.Tensor, int]:
+        assert self.sampler.epoch_start is not None, "no batch taken yet"
+        return self.sampler.epoch_start, self.position
+
+    def restore(self, epoch_start: torch.Tensor, position: int) -> None:
+        """Replay the current epoch from its start, skipping the batches already taken. Restore torch's global RNG
+        after this call: opening the epoch draws from it, as it did before the checkpoint."""
+        self.sampler.generator.set_state(epoch_start)
+        self.sampler.skip = position * self.batch_size
+        self.iterator = iter(self.loader)
+        self.position = position
+
+
+@dataclass
+class Progress:
+    """The training loop's state after `step` steps."""
+
+    step: int
+    best: dict[str, Any]
+    best_state: dict[str, torch.Tensor]
+    curve: list[dict[str, Any]]
+    since_best: int
+    best_accuracy: float
+    samples: int
+    train_seconds: float
+    stopped: bool = False  # patience ran out at `step`: a resumed run goes straight to the test split
+
+
+def no_checkpoint(out: Path) -> str:
+    if (out / "result.json").is_file():
+        raise FPTError(f"{out} holds a finished run (result.json); there is nothing to resume")
+    return f"no checkpoint in {out}"
+
+
+def saved_config(out: str | Path) -> TrainConfig:
+    """The config of the run whose checkpoint is in `out` (what `fpt train --resume --out DIR` continues)."""
+    path = Path(out) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FPTError(f"{no_checkpoint(Path(out))} to take the config from; give the run's options to start it")
+    return make_config(read_metadata(path, CHECKPOINT_FORMAT)["config"])
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    return [f"{k} (checkpoint {saved.get(k)!r}, now {current.get(k)!r})" for k in differing]
+
+
+class Checkpointer:
+    """Saves and restores one run's checkpoint in `out`. `config` is the resolved config (steps, eval_every set)."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        config: TrainConfig,
+        model: nn.Module,
+        groups: tuple[str, ...],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        batches: BatchStream,
+    ) -> None:
+        self.path = Path(out) / CHECKPOINT_FILE
+        self.config = json.loads(json.dumps(config.model_dump()))  # as it reads back from JSON
+        self.model, self.groups, self.optimizer, self.scheduler, self.batches = (
+            model, groups, optimizer, scheduler, batches,
+        )  # fmt: skip
+        self.device = next(model.parameters()).device
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:  # hashed once per run: the frozen weights never change
+            self._fingerprint = frozen_fingerprint(self.model, self.groups)
+        return self._fingerprint
+
+    def save(self, progress: Progress) -> None:
+        optimizer = self.optimizer.state_dict()
+        tensors = {f"trained/{n}": t for n, t in freeze.trained_state(self.model, self.groups).items()}
+        tensors |= {f"best/{n}": t for n, t in progress.best_state.items()}
+        tensors |= {f"optimizer/{i}/{k}": v for i, s in optimizer["state"].items() for k, v in s.items()}
+        epoch_start, position = self.batches.state()
+        tensors |= {"rng/torch": torch.get_rng_state(), "rng/sampler": epoch_start}
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        save_safetensors(
+            self.path,
+            tensors,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "config": self.config,
+                "frozen_sha256": self.fingerprint,
+                "step": progress.step,
+                "position": position,
+                "best": progress.best,
+                "curve": progress.curve,
+                "counters": {
+                    "since_best": progress.since_best,
+                    "best_accuracy": progress.best_accuracy,
+                    "samples": progress.samples,
+                    "train_seconds": progress.train_seconds,
+                    "stopped": progress.stopped,
+                },
+                "optimizer_groups": optimizer["param_groups"],
+                "scheduler": self.scheduler.state_dict(),
+            },
+        )
+
+    def load(self) -> Progress | None:
+        """Restore the run from its checkpoint; None (and a note) when there is none yet."""
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a write cut short by SIGKILL
+            stale.unlink(missing_ok=True)
+        if not self.path.is_file():
+            print(f"fpt: {no_checkpoint(self.path.parent)}; starting the run from step 0", file=sys.stderr)
+            return None
+        tensors, meta = read_safetensors(read_file(self.path), str(self.path), CHECKPOINT_FORMAT, finite_floats=False)
+        differences = config_differences(meta["config"], self.config)
+        if differences:
+            raise FPTError(f"cannot resume {self.path.parent}: the config differs in {'; '.join(differences)}")
+        if meta["frozen_sha256"] != self.fingerprint:
+            raise FPTError(f"cannot resume {self.path.parent}: the backbone's frozen weights differ from the run's")
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+        load_state_strict(self.model, part("trained/"), self.groups, str(self.path))
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in part("optimizer/").items():
+            index, name = key.split("/")
+            state.setdefault(int(index), {})[name] = value
+        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["optimizer_groups"]]
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.batches.restore(tensors["rng/sampler"], meta["position"])
+        torch.set_rng_state(tensors["rng/torch"])  # after restore(): see BatchStream.restore
+        if "rng/cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+        counters = meta["counters"]
+        return Progress(
+            step=meta["step"],
+            best=meta["best"],
+            best_state=part("best/"),
+            curve=meta["curve"],
+            since_best=counters["since_best"],
+            best_accuracy=counters["best_accuracy"],
+            samples=counters["samples"],
+            train_seconds=counters["train_seconds"],
+            stopped=counters["stopped"],
+        )
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

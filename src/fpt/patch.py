@@ -1,0 +1,367 @@
+"""Task patches: what a run trained, and nothing else, as a small safetensors file that fits one frozen backbone.
+
+A patch holds exactly `fpt.freeze.trained_state` of the best-on-validation model (by default the input layer, the
+head, the layer norms and the position table), plus metadata as JSON strings in the safetensors header: fpt version,
+backbone, a SHA-256 fingerprint of the frozen weights it was trained on, the task spec, the trained groups, the
+metrics and the resolved config. Loading rebuilds the model and refuses a backbone whose fingerprint differs.
+No pickle anywhere: tensors are safetensors, everything else is JSON.
+
+    fpt export runs/xor --out xor.fpt.safetensors
+    model = fpt.load_patch("xor.fpt.safetensors")       # an FPT in eval mode, backbone fingerprint checked
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from fpt import freeze
+from fpt.config import TrainConfig, make_config
+from fpt.errors import FPTError
+from fpt.tasks.base import TaskSpec
+
+PATCH_FORMAT = "fpt-patch/1"
+TRAINED_FORMAT = "fpt-trained/1"
+TRAINED_FILE = "trained.safetensors"  # written by fpt.train beside result.json
+PATCH_SUFFIX = ".fpt.safetensors"
+MAX_HEADER_BYTES = 16 << 20  # a patch header is a few KB of JSON, a checkpoint's grows with its curve
+METRICS = (
+    "val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_step", "steps_run", "trainable_params",
+    "total_params",
+)  # fmt: skip
+
+
+# ---- fingerprint of the frozen weights --------------------------------------------------------------------------
+
+
+def fingerprint(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 over (name, dtype, shape, bytes) of each tensor, in name order: the same weights give the same hex
+    digest on any device, in any process, whatever order the model lists them in."""
+    digest = hashlib.sha256(b"fpt-frozen/1\n")
+    for name, tensor in sorted(named, key=lambda item: item[0]):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def frozen_fingerprint(model: nn.Module, groups: Iterable[str]) -> str:
+    """Fingerprint of every parameter of `model` outside the trained `groups`: the weights a patch relies on."""
+    chosen = set(groups)
+    return fingerprint(
+        (name, p) for group, members in freeze.named_groups(model).items() if group not in chosen
+        for name, p in members.items()
+    )  # fmt: skip
+
+
+def backbone_fingerprint(backbone: nn.Module, groups: Iterable[str]) -> str:
+    """The same fingerprint computed on a bare backbone (names as inside an FPT model: "backbone.<name>"); equal to
+    `frozen_fingerprint` of any FPT on it whose input and output groups train."""
+    chosen = set(groups)
+    names = {id(p): f"backbone.{n}" for n, p in backbone.named_parameters()}
+    return fingerprint(
+        (names[id(p)], p) for group, members in backbone.parameter_groups().items() if group not in chosen
+        for p in members
+    )  # fmt: skip
+
+
+# ---- safetensors files: atomic writes, strict reads -------------------------------------------------------------
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> int:
+    """Write tensors + metadata through a temporary file and a rename; returns the size. Metadata values are stored
+    JSON-encoded, except `format` (plain text, so a reader can tell the kind of file before decoding anything)."""
+    path = Path(path)
+    data = safetensors.torch.save(
+        {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+        metadata={k: v if k == "format" else json.dumps(v) for k, v in metadata.items()},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(data)
+
+
+def read_header(data: bytes, where: str) -> dict[str, str]:
+    """The `__metadata__` of a safetensors blob, read without touching its tensors."""
+    if len(data) < 8:
+        raise FPTError(f"{where}: not a safetensors file (only {len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise FPTError(f"{where}: not an fpt file (safetensors header of {size} bytes in a {len(data)}-byte file)")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FPTError(f"{where}: not a safetensors file (its header is not JSON)") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def read_metadata(path: str | Path, expected_format: str) -> dict[str, Any]:
+    """The decoded metadata of an fpt safetensors file, reading only its header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            data = head + f.read(min(size, MAX_HEADER_BYTES))
+    except OSError as err:
+        raise FPTError(f"cannot read {path}: {err.strerror}") from None
+    meta = read_header(data, str(path))
+    if meta.get("format") != expected_format:
+        raise FPTError(f"{path}: not an {expected_format.split('/')[0]} file (expected format {expected_format!r})")
+    try:
+        return {k: v if k == "format" else json.loads(v) for k, v in meta.items()}
+    except json.JSONDecodeError as err:
+        raise FPTError(f"{path}: corrupt metadata ({err})") from None
+
+
+def read_safetensors(
+    data: bytes, where: str, expected_format: str, finite_floats: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and decoded metadata of an fpt safetensors blob whose metadata says `format: expected_format`; with
+    `finite_floats`, every tensor must be finite floating point (weights; not RNG states)."""
+    meta = read_header(data, where)
+    if meta.get("format") != expected_format:
+        found = f"format {meta['format']!r}" if "format" in meta else "no fpt metadata"
+        raise FPTError(f"{where}: not an {expected_format.split('/')[0]} file ({found}; expected {expected_format!r})")
+    try:
+        tensors = safetensors.torch.load(data)
+        decoded = {k: v if k == "format" else json.loads(v) for k, v in meta.items()}
+    except (safetensors.SafetensorError, json.JSONDecodeError, ValueError) as err:
+        raise FPTError(f"{where}: corrupt {expected_format.split('/')[0]} file ({err})") from None
+    for name, t in tensors.items() if finite_floats else ():
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise FPTError(f"{where}: tensor {name!r} is not finite floating point")
+    return tensors, decoded
+
+
+def read_file(path: str | Path) -> bytes:
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FPTError(f"file not found: {path}") from None
+    except OSError as err:
+        raise FPTError(f"cannot read {path}: {err.strerror}") from None
+
+
+# ---- the trained state a run leaves behind ----------------------------------------------------------------------
+
+
+def write_trained(path: str | Path, model: nn.Module, groups: Iterable[str], cfg: TrainConfig, spec: TaskSpec) -> None:
+    """Save `model`'s trained groups (fpt.freeze.trained_state) with what a patch needs to find its backbone again."""
+    groups = tuple(groups)
+    backbone = getattr(model, "backbone", None)
+    save_safetensors(
+        path,
+        freeze.trained_state(model, groups),
+        {
+            "format": TRAINED_FORMAT,
+            "fpt_version": fpt_version(),
+            "model": cfg.model,
+            "backbone": cfg.backbone,
+            "backbone_source": getattr(backbone, "source", None),
+            "frozen_sha256": frozen_fingerprint(model, groups),
+            "train_groups": list(groups),
+            "task_spec": spec.to_dict(),
+            "config": cfg.model_dump(),
+        },
+    )
+
+
+# ---- patches ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A parsed, validated patch: its tensors and what they were trained as."""
+
+    tensors: dict[str, torch.Tensor]
+    config: TrainConfig
+    spec: TaskSpec
+    groups: tuple[str, ...]
+    frozen_sha256: str
+    metrics: dict[str, Any]
+    meta: dict[str, Any] = field(repr=False)  # every metadata entry, decoded
+    nbytes: int = 0  # size of the file
+    params: int = 0  # numbers in its tensors
+
+    @property
+    def backbone(self) -> str:
+        return self.config.backbone
+
+    def summary(self) -> dict[str, Any]:
+        """What `GET /v1/tasks` and `fpt load` show."""
+        return {
+            "task": self.spec.name,
+            "model": self.config.model,
+            "backbone": self.backbone,
+            "init": self.config.init,
+            "input": self.spec.shape(),
+            "task_spec": self.spec.to_dict(),
+            "train_groups": list(self.groups),
+            "metrics": self.metrics,
+            "frozen_sha256": self.frozen_sha256,
+            "patch_bytes": self.nbytes,
+            "patch_params": self.params,
+            "fpt_version": self.meta.get("fpt_version"),
+        }
+
+
+def spec_from_dict(data: Any, where: str) -> TaskSpec:
+    """A TaskSpec from its `to_dict()` form, checked field by field (patches may come from anywhere)."""
+    try:
+        spec = TaskSpec(**{**data, "label_names": tuple(data["label_names"]) if data.get("label_names") else None})
+    except (TypeError, KeyError, AttributeError) as err:
+        raise FPTError(f"{where}: bad task_spec ({err})") from None
+    sizes = ("input_dim", "num_classes", "max_tokens", "num_outputs", "predictions_per_token")
+    bad = [s for s in sizes if not isinstance(getattr(spec, s), int) or not 0 < getattr(spec, s) < 1 << 24]
+    if bad or spec.input not in ("features", "tokens") or spec.readout not in ("last", "mean"):
+        raise FPTError(f"{where}: bad task_spec ({', '.join(bad) or 'input/readout'})")
+    if spec.label_names is not None and len(spec.label_names) != spec.num_classes:
+        raise FPTError(f"{where}: bad task_spec ({len(spec.label_names)} label names for {spec.num_classes} classes)")
+    return spec
+
+
+def parse_patch(data: bytes, where: str) -> Patch:
+    """Validate a patch's bytes (from a file or an upload): format, metadata, finite float tensors."""
+    tensors, meta = read_safetensors(data, where, PATCH_FORMAT)
+    missing = [k for k in ("config", "task_spec", "train_groups", "frozen_sha256") if k not in meta]
+    if missing:
+        raise FPTError(f"{where}: patch metadata lacks {', '.join(missing)}")
+    if not isinstance(meta["config"], dict) or not isinstance(meta["frozen_sha256"], str):
+        raise FPTError(f"{where}: bad patch metadata")
+    try:
+        config = make_config(meta["config"])
+        groups = freeze.parse_groups(meta["train_groups"])
+    except FPTError as err:
+        raise FPTError(f"{where}: bad patch metadata ({err})") from None
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    spec = spec_from_dict(meta["task_spec"], where)
+    params = sum(t.numel() for t in tensors.values())
+    return Patch(tensors, config, spec, groups, meta["frozen_sha256"], metrics, meta, len(data), params)
+
+
+def read_patch(path: str | Path) -> Patch:
+    return parse_patch(read_file(path), str(path))
+
+
+def export(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Patch]:
+    """Turn a finished run folder (trained.safetensors + result.json) into a patch file; returns its path and it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FPTError(f"run folder not found: {run_dir}")
+    if not (run_dir / "result.json").is_file():
+        raise FPTError(
+            f"{run_dir} has no result.json: the run has not finished (resume it: fpt train --resume --out {run_dir})"
+        )
+    if not (run_dir / TRAINED_FILE).is_file():
+        raise FPTError(f"{run_dir} has no {TRAINED_FILE} (written by fpt train since fpt 0.1; train the run again)")
+    tensors, meta = read_safetensors(read_file(run_dir / TRAINED_FILE), str(run_dir / TRAINED_FILE), TRAINED_FORMAT)
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise FPTError(f"cannot read {run_dir / 'result.json'}: {err}") from None
+    if result.get("config") != meta.get("config"):
+        raise FPTError(f"{run_dir}: result.json and {TRAINED_FILE} come from different runs (their configs differ)")
+    out = Path(out) if out is not None else run_dir / f"{run_dir.resolve().name}{PATCH_SUFFIX}"
+    meta = {
+        **meta,
+        "format": PATCH_FORMAT,
+        "fpt_version": fpt_version(),
+        "trained_with_fpt_version": meta.get("fpt_version"),
+        "metrics": {k: result[k] for k in METRICS if k in result},
+    }
+    save_safetensors(out, tensors, meta)
+    return out, read_patch(out)
+
+
+def check_fits(patch: Patch, fingerprint_here: str, where: str, backbone_desc: str) -> None:
+    if fingerprint_here != patch.frozen_sha256:
+        raise FPTError(
+            f"{where} does not fit this backbone: it was trained on {patch.backbone!r} ({patch.config.init}) whose "
+            f"frozen weights hash to sha256 {patch.frozen_sha256[:16]}…, but {backbone_desc} hashes to "
+            f"{fingerprint_here[:16]}…; load it with the backbone it was trained on"
+        )
+
+
+def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], groups: Iterable[str], where: str) -> None:
+    """Copy a patch into `model`: its tensors must be exactly the model's trained groups, same names and shapes."""
+    own = freeze.trained_state(model, groups)
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    wrong = [f"{n} {list(tensors[n].shape)} vs {list(own[n].shape)}" for n in own if n in tensors and
+             (tensors[n].shape != own[n].shape or tensors[n].dtype != own[n].dtype)]  # fmt: skip
+    if missing or unexpected or wrong:
+        raise FPTError(
+            f"{where} does not match the model it describes: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shape or dtype {wrong[:5]}"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)
+
+
+def from_patch(path: str | Path, backbone_path: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the trained model from a patch: the backbone it names (or the folder `backbone_path`), checked against
+    the patch's fingerprint of the frozen weights, with the patch's tensors loaded. Returned in eval mode, with the
+    parsed patch as `.patch`."""
+    from fpt.model import MODELS
+
+    patch = read_patch(path)
+    cfg = patch.config if backbone_path is None else patch.config.model_copy(update={"backbone_path": backbone_path})
+    cfg = cfg.model_copy(update={"device": "cpu"})
+    with torch.random.fork_rng(devices=[]):  # the same seeded build as fpt.train.build_model, without side effects
+        torch.manual_seed(cfg.seed)
+        model = MODELS.build(cfg.model, cfg=cfg, spec=patch.spec)
+    freeze.apply(model, patch.groups)
+    source = getattr(getattr(model, "backbone", None), "source", cfg.backbone)
+    check_fits(patch, frozen_fingerprint(model, patch.groups), str(path), f"{cfg.backbone!r} from {source}")
+    load_state_strict(model, patch.tensors, patch.groups, str(path))
+    model.patch = patch
+    return model.to(device).eval()
+
+
+def backbone_bytes_on_disk(source: str | None) -> int | None:
+    """Size of the weight files a backbone was loaded from (a folder's *.safetensors/*.bin/*.gguf, or one file)."""
+    if not source:
+        return None
+    path = Path(source)
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        files = [f for ext in ("safetensors", "bin") for f in path.glob(f"*.{ext}")]
+        return sum(f.stat().st_size for f in files) or None
+    return None
+
+
+def fpt_version() -> str:
+    from fpt import __version__
+
+    return __version__
+
+
+def describe_size(patch_bytes: int, backbone_bytes: int | None) -> str:
+    text = f"{patch_bytes / 1024:,.1f} KiB"
+    if backbone_bytes:
+        text += f" = {100 * patch_bytes / backbone_bytes:.2f}% of the backbone's {backbone_bytes / 2**20:,.1f} MiB"
+    return text

@@ -1,0 +1,381 @@
+"""`fpt serve`: one frozen backbone in memory, many task patches, one HTTP API (FastAPI + uvicorn).
+
+    fpt serve --backbone minilm --patch xor.fpt.safetensors --patch digits.fpt.safetensors
+
+Requests wait in a micro-batching queue for at most `max_wait_ms`; what has gathered then goes through the shared
+core as one forward pass (fpt.multitask), whatever the tasks (`--batching cross-task`, the default), or as one pass per
+task (`--batching per-task`, the baseline the load test compares against). Bad requests get a 4xx that says what is
+wrong, and the server goes on serving; requests never name files, so nothing but the given patch and backbone files is
+read, and nothing is written. Adding a patch at run time (`POST /v1/tasks`, the file as the body) is off unless
+`--allow-upload` is given and FPT_SERVE_TOKEN is set; it then needs `Authorization: Bearer $FPT_SERVE_TOKEN`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import re
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from fpt.backbones import Backbone, get_backbone
+from fpt.errors import FPTError
+from fpt.multitask import SharedCore, build_core, check_examples
+from fpt.patch import PATCH_SUFFIX, Patch, parse_patch, read_patch
+
+Batching = Literal["cross-task", "per-task"]
+UPLOAD_TOKEN_ENV = "FPT_SERVE_TOKEN"
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+FeatureExample = Annotated[list[list[FiniteFloat]], Field(min_length=1, description="(T, d): T tokens of d numbers")]
+TokenExample = Annotated[list[StrictInt], Field(min_length=1, description="(T,): T token ids, 1..vocab-1")]
+
+
+class PredictRequest(BaseModel):
+    """A batch of examples for one task: each a (T, d) list of numbers (features tasks: d = the task's input_dim) or a
+    list of T token ids (tokens tasks: ids 1..vocab-1; 0 is padding). T may vary between examples, up to the task's
+    longest input (see GET /v1/tasks: task_spec.max_tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[FeatureExample] | list[TokenExample] = Field(min_length=1)
+    return_logits: bool = Field(False, description="also return the logits (n, K, classes)")
+
+
+class PredictResponse(BaseModel):
+    task: str
+    predictions: list[list[int]] = Field(description="(n, K): the predicted class of each of the K outputs")
+    labels: list[list[str]] | None = Field(None, description="(n, K): class names, when the task has them")
+    logits: list[list[list[float]]] | None = None
+
+
+@dataclass
+class Settings:
+    batching: Batching = "cross-task"
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_batch_rows: int = 64  # examples in one forward pass (a request is never split)
+    max_examples: int = 256  # examples in one request
+    max_body_bytes: int = 4 << 20  # a predict request's JSON
+    allow_upload: bool = False
+    upload_token: str | None = None
+    max_upload_bytes: int = 64 << 20  # a patch uploaded to POST /v1/tasks
+
+
+@dataclass
+class Job:
+    task: str
+    examples: list[torch.Tensor]
+    future: asyncio.Future
+
+
+@dataclass
+class Batcher:
+    """The micro-batching queue: gathers requests for up to `max_wait_ms` (or `max_batch_rows` examples) and runs
+    them through the core on one worker thread, all tasks together or one task at a time."""
+
+    core: SharedCore
+    settings: Settings
+    queue: asyncio.Queue | None = None  # made by run(), in the server's event loop
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="fpt-core"))
+    stats: dict[str, int] = field(default_factory=lambda: {"forward_passes": 0, "rows": 0, "requests": 0})
+
+    async def predict(self, task: str, examples: list[torch.Tensor]) -> torch.Tensor:
+        if self.queue is None:
+            raise RuntimeError("the batching worker is not running")
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(Job(task, examples, future))
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.queue = asyncio.Queue()
+        while True:
+            jobs = [await self.queue.get()]
+            rows = len(jobs[0].examples)
+            deadline = loop.time() + self.settings.max_wait_ms / 1000
+            while rows < self.settings.max_batch_rows:
+                wait = deadline - loop.time()
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), wait) if wait > 0 else self.queue.get_nowait()
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+                jobs.append(job)
+                rows += len(job.examples)
+            jobs = [j for j in jobs if not j.future.done()]  # the client went away
+            if self.settings.batching == "cross-task":
+                groups = [jobs]
+            else:
+                by_task: dict[str, list[Job]] = defaultdict(list)
+                for job in jobs:
+                    by_task[job.task].append(job)
+                groups = list(by_task.values())
+            for group in groups:
+                await self.forward(group)
+
+    async def forward(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.core.predict, [(j.task, j.examples) for j in jobs]
+            )
+        except Exception as err:  # a bug, not bad input (that was refused before queueing): answer 500, keep serving
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(err)
+            return
+        self.stats["forward_passes"] += 1
+        self.stats["rows"] += sum(len(j.examples) for j in jobs)
+        self.stats["requests"] += len(jobs)
+        for job, out in zip(jobs, outputs, strict=True):
+            if not job.future.done():
+                job.future.set_result(out)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def describe_validation(exc: RequestValidationError, input_kind: str | None = None) -> str:
+    """FastAPI's validation errors as one line. Of the two example forms (features: lists of floats; tokens: lists of
+    ints), only the errors against the task's own form are reported when the task is known."""
+    parts: dict[str, list[str]] = {}
+    errors = exc.errors()
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            return f"malformed JSON: {e.get('ctx', {}).get('error', e.get('msg'))}"
+    branch = {"features": "float", "tokens": "int]"}.get(input_kind or "")
+    if branch and any(branch in str(p) for e in errors for p in e.get("loc", ())):
+        errors = [
+            e for e in errors if not any("[" in str(p) for p in e["loc"]) or any(branch in str(p) for p in e["loc"])
+        ]
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body" and "[" not in str(p)]  # drop union branch names
+        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "body"
+        parts.setdefault(where, [])
+        if e["msg"] not in parts[where]:
+            parts[where].append(e["msg"])
+    return "; ".join(f"{where}: {' or '.join(msgs)}" for where, msgs in list(parts.items())[:3])
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the limit (413) by Content-Length, or as they stream in."""
+
+    def __init__(self, app, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/tasks"
+        limit = self.settings.max_upload_bytes if upload else self.settings.max_body_bytes
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > limit:
+            message = f"request body over {limit:,} bytes" if length.isdigit() else "bad Content-Length"
+            return await error(413 if length.isdigit() else 400, message)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, f"request body over {limit:,} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(core: SharedCore, settings: Settings | None = None) -> FastAPI:
+    """The HTTP API over a shared core that already holds its tasks."""
+    settings = settings or Settings()
+    batcher = Batcher(core, settings)
+    started = time.time()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker = asyncio.create_task(batcher.run())
+        await asyncio.sleep(0)  # let the worker make its queue
+        yield
+        worker.cancel()
+        batcher.queue = None
+
+    app = FastAPI(
+        title="fpt serve",
+        description="Frozen Pretrained Transformer tasks served from one shared frozen backbone. "
+        "Each task is a patch of its trained tensors; requests for different tasks share forward passes.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.core, app.state.batcher, app.state.settings = core, batcher, settings
+    app.add_middleware(BodyLimit, settings=settings)
+
+    def task_or_404(name: str):
+        task = core.tasks.get(name)
+        if task is None:
+            raise HTTPException(404, f"unknown task {name!r}; tasks: {', '.join(core.tasks) or 'none'}")
+        return task
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        name = request.path_params.get("name")
+        if name is not None and name not in core.tasks:
+            return error(404, f"unknown task {name!r}; tasks: {', '.join(core.tasks) or 'none'}")
+        message = describe_validation(exc, core.tasks[name].spec.input if name is not None else None)
+        return error(400 if message.startswith("malformed JSON") else 422, message)
+
+    @app.get("/healthz", summary="liveness: the backbone is loaded and the batching worker runs")
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "backbone": core.backbone.name,
+            "tasks": len(core.tasks),
+            "batching": settings.batching,
+            "uptime_s": round(time.time() - started, 1),
+            **batcher.stats,
+        }
+
+    @app.get("/v1/tasks", summary="the tasks served: spec (input shape, classes, labels), trained groups, metrics")
+    async def list_tasks() -> dict[str, Any]:
+        return {
+            "backbone": {"name": core.backbone.name, "source": core.backbone.source, **core.memory()},
+            "tasks": [t.summary() for t in core.tasks.values()],
+        }
+
+    @app.get("/v1/tasks/{name}", summary="one task")
+    async def get_task(name: str) -> dict[str, Any]:
+        return task_or_404(name).summary()
+
+    @app.post("/v1/tasks/{name}/predict", response_model=PredictResponse, summary="predict a batch of examples")
+    async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
+        task = task_or_404(name)
+        if len(body.inputs) > settings.max_examples:
+            raise HTTPException(413, f"{len(body.inputs)} examples in one request; at most {settings.max_examples}")
+        try:
+            examples = check_examples(task.spec, body.inputs, task.readout)
+        except FPTError as err:
+            raise HTTPException(422, str(err)) from None
+        logits = await batcher.predict(name, examples)  # (n, K, C)
+        classes = logits.argmax(-1).tolist()
+        names = task.spec.label_names
+        return {
+            "task": name,
+            "predictions": classes,
+            "labels": [[names[c] for c in row] for row in classes] if names else None,
+            "logits": logits.tolist() if body.return_logits else None,
+        }
+
+    @app.post(
+        "/v1/tasks",
+        status_code=201,
+        summary="add a task patch at run time (off unless --allow-upload; needs the bearer token)",
+        openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+    )
+    async def add_task(request: Request, name: str | None = None) -> dict[str, Any]:
+        if not (settings.allow_upload and settings.upload_token):
+            raise HTTPException(403, "adding tasks at run time is off (fpt serve --allow-upload with FPT_SERVE_TOKEN)")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, settings.upload_token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        data = await request.body()
+        try:
+            patch = parse_patch(data, "uploaded patch")
+            name = name or re.sub(r"[^A-Za-z0-9._-]", "-", patch.spec.name)
+            task = await asyncio.get_running_loop().run_in_executor(
+                batcher.executor, core.add, name, patch, "uploaded patch"
+            )
+        except FPTError as err:
+            status = 409 if "already served" in str(err) else 422
+            raise HTTPException(status, str(err)) from None
+        return task.summary()
+
+    return app
+
+
+def _version() -> str:
+    from fpt.patch import fpt_version
+
+    return fpt_version()
+
+
+def parse_patch_arg(text: str) -> tuple[str, Path]:
+    """`NAME=PATH` or `PATH` (the name is then the file name without .fpt.safetensors)."""
+    name, sep, path = text.partition("=")
+    if not sep or "/" in name or name.endswith(".safetensors"):
+        path = text
+        name = Path(text).name.removesuffix(PATCH_SUFFIX).removesuffix(".safetensors")
+    return name, Path(path)
+
+
+def load_backbone(name: str | None, path: str | None, patches: list[Patch]) -> Backbone:
+    """The backbone to share: `name` (default: the patches' backbone) from `path` (default: the folder the first
+    patch was trained with, else the registry's default), built as the patches' init."""
+    first = patches[0].config if patches else None
+    name = name or (first.backbone if first else "minilm")
+    same = first is not None and first.backbone == name
+    path = path or (first.backbone_path if same else None)
+    init = first.init if same else "pretrained"
+    with torch.random.fork_rng(devices=[]):  # a random-init backbone is rebuilt from its run's seed, as fpt.train did
+        torch.manual_seed(first.seed if same else 0)
+        return get_backbone(name, init, path, dropout=0.0)
+
+
+def build(
+    patch_args: list[str], backbone: str | None = None, backbone_path: str | None = None
+) -> tuple[SharedCore, list[str]]:
+    """Load the backbone once and every patch onto it; returns the core and one line per task for the log."""
+    named = [parse_patch_arg(p) for p in patch_args]
+    patches = [read_patch(path) for _, path in named]
+    core = build_core(load_backbone(backbone, backbone_path, patches))
+    lines = []
+    for (name, path), patch in zip(named, patches, strict=True):
+        core.add(name, patch, str(path))
+        metric = patch.metrics.get("test_accuracy")
+        lines.append(
+            f"  {name}: {patch.spec.name}, {patch.spec.shape()}, {patch.spec.num_classes} classes, "
+            f"{patch.nbytes / 1024:,.1f} KiB" + (f", test accuracy {metric:.4f}" if metric is not None else "")
+        )
+    return core, lines
+
+
+def serve(
+    patch_args: list[str],
+    backbone: str | None = None,
+    backbone_path: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: Settings | None = None,
+    threads: int | None = None,
+) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    settings = settings or Settings()
+    if threads:
+        torch.set_num_threads(threads)
+    if settings.allow_upload:
+        settings.upload_token = os.environ.get(UPLOAD_TOKEN_ENV) or None
+        if not settings.upload_token:
+            raise FPTError(f"--allow-upload needs a token in the environment variable {UPLOAD_TOKEN_ENV}")
+    core, lines = build(patch_args, backbone, backbone_path)
+    memory = core.memory()
+    print(
+        f"fpt serve: backbone {core.backbone.name} ({core.backbone.source}), {memory['backbone_bytes'] / 2**20:,.1f} "
+        f"MiB; {len(core.tasks)} task(s), {memory['tasks_bytes'] / 2**10:,.1f} KiB; batching {settings.batching}\n"
+        + "\n".join(lines)
+        + f"\nhttp://{host}:{port}/v1/tasks (API docs: /docs, /openapi.json)",
+        flush=True,
+    )
+    uvicorn.run(create_app(core, settings), host=host, port=port, log_level="warning")
