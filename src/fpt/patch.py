@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from torch import nn
 from fpt import freeze
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
+from fpt.results import write_atomic
 from fpt.tasks.base import TaskSpec
 
 PATCH_FORMAT = "fpt-patch/1"
@@ -87,17 +86,7 @@ def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadat
         {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
         metadata={k: v if k == "format" else json.dumps(v) for k, v in metadata.items()},
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
     return len(data)
 
 

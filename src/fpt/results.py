@@ -17,13 +17,13 @@ import torch
 PACKAGES = ("fpt", "torch", "transformers", "safetensors", "numpy", "scikit-learn", "aeon", "pydantic")
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename: never half-written."""
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write `text` (str or bytes) to `path` via a temp file in the same folder and a rename: never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
