@@ -67,15 +67,33 @@ def test_homology_reads_tape_files(tmp_path, data, fmt):
     assert set(TOKEN_IDS.values()) == set(range(1, 26))
 
 
-def test_holdout_subsets_and_max_len(tmp_path, data):
+def test_holdout_subsets_and_max_len_crop(tmp_path, data, capsys):
     write_json(tmp_path, data)
-    task = fpt.get_task("homology", data_dir=str(tmp_path), holdout="family", max_len=8, train_size=6)
+    task = fpt.get_task("homology", data_dir=str(tmp_path), holdout="family", max_len=8, long="crop", train_size=6)
     assert task.info["split_sizes"] == {"train": 6, "val": 4, "test": 2}
     assert task.info["published_sizes"]["train"] == 12 and task.spec.max_tokens == 8
     assert decode(task.splits["test"][1][0]) == data["test_family_holdout"][1]["primary"][:8]
-    assert task.info["cropped_to_max_len"]["val"] == sum(len(r["primary"]) > 8 for r in data["valid"])
+    cropped = sum(len(r["primary"]) > 8 for r in data["valid"])
+    assert cropped and task.info["cropped_to_max_len"]["val"] == cropped
+    assert "sequences cropped to max_len=8" in capsys.readouterr().err
     with pytest.raises(fpt.FPTError, match="holdout must be one of fold, superfamily, family"):
         fpt.get_task("homology", data_dir=str(tmp_path), holdout="class")
+    with pytest.raises(fpt.FPTError, match="long must be drop or crop, got 'cut'"):
+        fpt.get_task("homology", data_dir=str(tmp_path), max_len=8, long="cut")
+
+
+def test_max_len_drops_longer_sequences_by_default_and_says_so(tmp_path, data, capsys):
+    write_json(tmp_path, data)
+    max_len = sorted(len(r["primary"]) for r in data["valid"])[1]  # keeps at least two of each split's shortest
+    task = fpt.get_task("homology", data_dir=str(tmp_path), max_len=max_len)
+    kept = {s: [x for x, _ in task.splits[s]] for s in ("train", "val", "test")}
+    assert all(len(x[x > 0]) <= max_len for xs in kept.values() for x in xs)
+    dropped = sum(len(r["primary"]) > max_len for r in data["valid"])
+    assert task.info["dropped_over_max_len"]["val"] == dropped
+    assert task.info["split_sizes"]["val"] == len(data["valid"]) - dropped
+    assert f"dropped: longer than max_len={max_len}" in capsys.readouterr().err
+    with pytest.raises(fpt.FPTError, match="max_len=1 leaves no train examples"):
+        fpt.get_task("homology", data_dir=str(tmp_path), max_len=1)
 
 
 def test_json_is_preferred_and_a_missing_split_is_named(tmp_path, data):

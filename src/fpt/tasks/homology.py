@@ -7,9 +7,10 @@ record has `primary` (the amino-acid string) and `fold_label` (0-1194); other fi
 TAPE's splits are used as published: train 12,312, valid 736, and the test holdout `holdout` names: fold 718 (the
 paper's, default), superfamily 1,254, family 1,272. `train_size` / `test_size` take seeded subsets for short runs.
 
-Tokens: 0 = padding, then TAPE's 25 IUPAC letters (A-Z without J), one residue a token (vocab 26). `max_len` crops
-longer sequences to their first `max_len` residues (a fold shows along the whole chain, so unlike ListOps a crop keeps
-the label meaningful); the number cropped is recorded in `info`.
+Tokens: 0 = padding, then TAPE's 25 IUPAC letters (A-Z without J), one residue a token (vocab 26). Nothing is cut
+silently: with `max_len`, longer sequences are dropped (`long: drop`, the default) or cropped to their first `max_len`
+residues (`long: crop`, which keeps every test example); either way the count per split is printed and recorded in
+`info`.
 TAPE's LMDB values are pickled dicts: they are read only from the folder you give, and through
 fpt.tasks.files.safe_unpickle, which loads dicts, lists and numpy arrays and refuses anything else.
 """
@@ -17,6 +18,7 @@ fpt.tasks.files.safe_unpickle, which loads dicts, lists and numpy arrays and ref
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,7 @@ def homology(
     data_dir: str | None = None,
     holdout: str = "fold",
     max_len: int | None = None,
+    long: str = "drop",
     train_size: int | None = None,
     test_size: int | None = None,
     split_seed: int = 0,
@@ -130,6 +133,8 @@ def homology(
     folder = data_folder(data_dir, "homology", EXPECTED)
     if holdout not in HOLDOUTS:
         raise FPTError(f"task argument holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
+    if long not in ("drop", "crop"):
+        raise FPTError(f"task argument long must be drop or crop, got {long!r}")
     sizes = {"max_len": max_len, "train_size": train_size, "test_size": test_size}
     check_positive(**{k: v for k, v in sizes.items() if v is not None})
     files = {"train": "train", "val": "valid", "test": f"test_{holdout}_holdout"}
@@ -144,9 +149,26 @@ def homology(
                 raise FPTError(f"task argument {split}_size={size} exceeds the {len(ys)} {split} examples")
             keep = seeded_subset(ys, size, split_seed, stratify=False)[1]
             data[split] = ([xs[i] for i in keep], ys[keep])
-    cropped = {s: sum(len(x) > max_len for x in xs) if max_len else 0 for s, (xs, _) in data.items()}
+    over = {s: sum(len(x) > max_len for x in xs) if max_len else 0 for s, (xs, _) in data.items()}
     if max_len is not None:
-        data = {s: ([x[:max_len] for x in xs], ys) for s, (xs, ys) in data.items()}
+        if long == "crop":
+            data = {s: ([x[:max_len] for x in xs], ys) for s, (xs, ys) in data.items()}
+        else:
+            for split, (xs, ys) in data.items():
+                keep = [i for i, x in enumerate(xs) if len(x) <= max_len]
+                if not keep:
+                    raise FPTError(
+                        f"homology: max_len={max_len} leaves no {split} examples (the shortest has "
+                        f"{min(len(x) for x in xs)} residues); raise max_len or use long: crop"
+                    )
+                data[split] = ([xs[i] for i in keep], ys[keep])
+        if sum(over.values()):
+            done = "cropped to" if long == "crop" else "dropped: longer than"
+            print(
+                f"fpt: homology: {sum(over.values())} sequences {done} max_len={max_len} residues "
+                f"({', '.join(f'{s} {n}' for s, n in over.items())})",
+                file=sys.stderr,
+            )
 
     lengths = {s: [len(x) for x in xs] for s, (xs, _) in data.items()}
     spec = TaskSpec(
@@ -168,7 +190,8 @@ def homology(
         "test_subset": test_size,
         "split_seed": split_seed,
         "max_len": max_len,
-        "cropped_to_max_len": cropped,
+        "long": long,
+        ("cropped_to_max_len" if long == "crop" else "dropped_over_max_len"): over,
         "lengths": {s: {"min": min(n), "mean": round(float(np.mean(n)), 1), "max": max(n)} for s, n in lengths.items()},
         "folds_in_train": int(len(np.unique(data["train"][1]))),
     }
