@@ -177,3 +177,14 @@ def test_report_from_a_real_sweep_with_attention_maps(tiny_bert_dir, tmp_path, c
     capsys.readouterr()
     assert main(["report", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"fpt: error: results not found: {tmp_path / 'missing.jsonl'}"
+
+
+def test_report_reads_plain_result_folders(tiny_cfg, tmp_path):
+    """Runs made with fpt train (no sweep labels) are reported too: labels come from model, backbone and init."""
+    import fpt
+
+    for init in ("pretrained", "random"):
+        fpt.train(tiny_cfg(init=init, steps=4, eval_every=2), out=tmp_path / "runs" / init, quiet=True)
+    report = write_report([tmp_path / "runs"], tmp_path / "report", attention=False).read_text()
+    assert "| fpt bert/pretrained | " in report and "| fpt bert/random | " in report
+    assert "(n=1, no CI)" in report and "n=1: no interval" in report

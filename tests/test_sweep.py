@@ -271,3 +271,11 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 finished, 3 to run" in out and out.count("  done  ") == 3
+
+
+@pytest.mark.parametrize("name, runs", [("offline-suite", 210), ("paper-suite", 567)])
+def test_shipped_sweeps_expand(name, runs, capsys):
+    """Both shipped sweep files validate and expand (a dry run reads no data)."""
+    config = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    assert main(["sweep", str(config), "--results", "/nonexistent/r.jsonl", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{name}: {runs} runs = ")

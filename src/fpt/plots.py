@@ -51,13 +51,20 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
             if not steps:
                 continue
             values = [[100 * c[step] for c in curves if step in c] for step in steps]
-            (line,) = ax.plot(steps, [np.mean(v) for v in values], label=f"{s.label} (lr {s.lr:g}, n={len(curves)})")
+            (line,) = ax.plot(
+                steps,
+                [np.mean(v) for v in values],
+                marker="o",
+                markersize=3,
+                label=f"{s.label} (lr {s.lr:g}, n={len(curves)})",
+            )
             ax.fill_between(
                 steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2
             )
         ax.set(title=task, xlabel="step", ylabel="val accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
     title(
         fig, "Validation accuracy vs training step at each setting's chosen lr (line: mean over seeds; band: min–max)"
     )
@@ -80,7 +87,8 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
         ax.set_xscale("log")
         ax.set(title=task, xlabel="trained parameters", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize="x-small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
     title(fig, "Test accuracy vs number of trained parameters (mean ± 95% CI over seeds, chosen lr)")
     fig.savefig(path, dpi=100)
 

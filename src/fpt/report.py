@@ -44,7 +44,11 @@ def load_results(paths: list[Path]) -> list[Record]:
                 rows.extend(read_records(file))
                 continue
             try:
-                rows.append(json.loads(file.read_text()))
+                row = json.loads(file.read_text())
+                curve = file.with_name("curve.jsonl")  # fpt train writes the learning curve beside result.json
+                if "curve" not in row and curve.is_file():
+                    row["curve"] = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
+                rows.append(row)
             except (OSError, json.JSONDecodeError) as err:
                 raise FPTError(f"cannot read results from {file}: {err}") from None
     return rows

@@ -247,9 +247,8 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
     import torch
 
     from fpt.checkpoint import CHECKPOINT_FILE
-    from fpt.freeze import parse_groups
-    from fpt.results import environment, read_json
-    from fpt.train import resolve_device, train
+    from fpt.results import read_json
+    from fpt.train import train
 
     cfg = run.config
     out = Path(runs_dir) / run.run_id
@@ -257,33 +256,48 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
     if threads and not cfg.threads:
         torch.set_num_threads(threads)
     head = {"run_id": run.run_id, "sweep": sweep_name, **run.labels()}
-    if (out / "result.json").is_file():
-        result = read_json(out / "result.json")
-        curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
-        return {**head, "status": "ok", **result, "curve": curve}
     resume = (out / CHECKPOINT_FILE).is_file()
+    if (out / "result.json").is_file():  # finished, but killed before its record was written
+        return {**head, "status": "ok", **read_json(out / "result.json"), "resumed": False, "curve": read_curve(out)}
     with open(out / "train.log", "a") as log, contextlib.redirect_stderr(log):
         try:
             result = train(cfg, out=out, quiet=True, resume=resume)
         except FPTError as err:
             print(f"fpt: run failed: {err}", file=log)
-            return {
-                **head,
-                "status": "failed",
-                "error": str(err),
-                "task": cfg.task,
-                "model": cfg.model,
-                "backbone": cfg.backbone,
-                "init": cfg.init,
-                "train_groups": list(parse_groups(cfg.train)),
-                "seed": cfg.seed,
-                "lr": cfg.lr,
-                "config": cfg.model_dump(),
-                "environment": environment(resolve_device(cfg.device)),
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-    curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
-    return {**head, "status": "ok", **result, "resumed": resume, "curve": curve}
+            return {**head, **failed_record(cfg, err)}
+    return {**head, "status": "ok", **result, "resumed": resume, "curve": read_curve(out)}
+
+
+def read_curve(out: Path) -> list[Record]:
+    return [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
+
+
+def failed_record(cfg: TrainConfig, err: FPTError) -> Record:
+    """What a failed run records: its error, and the fields the report groups runs by."""
+    import torch
+
+    from fpt.freeze import parse_groups
+    from fpt.results import environment
+    from fpt.train import resolve_device
+
+    try:
+        device = resolve_device(cfg.device)
+    except FPTError:
+        device = torch.device("cpu")
+    return {
+        "status": "failed",
+        "error": str(err),
+        "task": cfg.task,
+        "model": cfg.model,
+        "backbone": cfg.backbone,
+        "init": cfg.init,
+        "train_groups": list(parse_groups(cfg.train)),
+        "seed": cfg.seed,
+        "lr": cfg.lr,
+        "config": cfg.model_dump(),
+        "environment": environment(device),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def available_cores() -> int:
@@ -434,9 +448,9 @@ def dry_run(sweep: SweepConfig, results: str | Path, retry_failed: bool = False)
             f"{run.run_id}  {status:6}  {run.task_label}  {run.setting}  lr {run.config.lr:g}  seed {run.config.seed}"
         )
     settings = {(r.task_label, r.setting) for r in runs}
-    lrs = {(r.task_label, r.setting, r.config.lr) for r in runs}
+    pairs = {(r.task_label, r.setting, r.config.lr) for r in runs}
     lines.append(
-        f"{sweep.name}: {len(runs)} runs ({len(settings)} settings × lr choices: {len(lrs)} setting-lr pairs, "
-        f"{len(sweep.seeds)} seeds); {len(runs) - todo} finished, {todo} to run"
+        f"{sweep.name}: {len(runs)} runs = {len(pairs)} (setting, lr) pairs × {len(sweep.seeds)} seeds, "
+        f"{len(settings)} settings; {len(runs) - todo} finished, {todo} to run"
     )
     return "\n".join(lines)
