@@ -14,9 +14,9 @@ A sweep file names shared settings (`base`), tasks and models, each a mapping of
     seeds: [0, 1, 2]
 
 Each run's config is base < task entry < model entry (a later one replaces a key, task_args included), with `lr` at
-the top level as shorthand for base's. The grid is seeds × tasks × models × every list-valued key × lr, in that order
-(seeds outermost, so a sweep stopped half-way holds every setting for its first seeds). A setting is a task, a model
-and its other axis values; `lr` is chosen per setting on validation by `fpt report`.
+the top level as shorthand for base's. The grid is seeds × tasks × models × the values of every list-valued key (lr
+among them), seeds outermost, so a sweep stopped half-way holds every setting for its first seeds. A setting is a
+task, a model and its other axis values; `lr` is chosen per setting on validation by `fpt report`.
 
 A run's id is a short SHA-256 of its TrainConfig (every field, defaults included, as canonical JSON) without the
 PLACEMENT_FIELDS (threads, device): how fast and where a run computes, not what. Ids name the config, not the code:
