@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from fpt import freeze
-from fpt.config import TrainConfig, make_config
+from fpt.config import PLACEMENT_FIELDS, TrainConfig, make_config
 from fpt.errors import FPTError
 from fpt.patch import (
     frozen_fingerprint,
@@ -125,7 +125,8 @@ def saved_config(out: str | Path) -> TrainConfig:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    keys = (set(saved) | set(current)) - set(PLACEMENT_FIELDS)  # threads and device may change between sessions
+    differing = sorted(k for k in keys if saved.get(k) != current.get(k))
     return [f"{k} (checkpoint {saved.get(k)!r}, now {current.get(k)!r})" for k in differing]
 
 

@@ -188,6 +188,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fpt.sweep import default_runs_dir, dry_run, load_sweep, run_sweep
+
+    sweep = load_sweep(args.config)
+    results = Path(args.results) if args.results else Path("runs") / f"{sweep.name}.jsonl"
+    if args.dry_run:
+        print(dry_run(sweep, results, args.retry_failed))
+        return 0
+    try:
+        records = run_sweep(
+            sweep,
+            results,
+            runs_dir=args.runs_dir,
+            workers=args.workers,
+            backend=args.backend,
+            ray_address=args.ray_address,
+            retry_failed=args.retry_failed,
+            quiet=args.quiet,
+        )
+    except KeyboardInterrupt:
+        runs_dir = args.runs_dir or default_runs_dir(results)
+        print(
+            f"fpt: sweep interrupted; {results} holds every finished run and {runs_dir} the checkpoints of the others:"
+            f" run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"{len(records)} records in {results}; render them: fpt report {results} --out DIR")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fpt.report import write_report
+
+    out = write_report(
+        [Path(p) for p in args.results],
+        Path(args.out),
+        runs_dir=args.runs_dir,
+        attention=not args.no_attention,
+        attention_backbone=args.attention_backbone,
+        attention_backbone_path=args.attention_backbone_path,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="fpt",
@@ -262,7 +308,43 @@ def build_parser() -> Parser:
     p.add_argument("--allow-upload", action="store_true", help="enable POST /v1/tasks (token: $FPT_SERVE_TOKEN)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.set_defaults(func=cmd_serve)
+    add_sweep_commands(sub)
     return parser
+
+
+def add_sweep_commands(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of runs from a sweep file; resumable, results appended to one JSONL file",
+        description="Run every run of a sweep file (tasks × models × grid axes × lr × seeds). Runs are identified by "
+        "a hash of their config: a run whose id is in the results file is skipped, a half-done one resumes from "
+        "its checkpoint, so a killed sweep continues when the same command runs again.",
+    )
+    p.add_argument("config", metavar="SWEEP.yaml", help="the sweep file (see configs/offline-suite.yaml)")
+    p.add_argument("--results", metavar="FILE.jsonl", help="results file (default runs/<sweep name>.jsonl)")
+    p.add_argument("--runs-dir", metavar="DIR", help="run folders (default: the results path without .jsonl)")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (processes, or Ray tasks); default 1")
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="a running Ray cluster (default: start Ray locally)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again (else they count as finished)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (id, done/todo, labels) and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; one line per finished run")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "report",
+        help="render tables and plots from sweep results into DIR/report.md",
+        description="Choose each setting's lr on validation, then write DIR/report.md (tables: mean ± 95%% CI over "
+        "seeds) and PNG plots, all from the results files.",
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files of fpt sweep")
+    p.add_argument("--out", required=True, metavar="DIR", help="where report.md and the PNGs go")
+    p.add_argument("--runs-dir", metavar="DIR", help="run folders (default: the first results path without .jsonl)")
+    p.add_argument("--no-attention", action="store_true", help="skip the attention-map figure")
+    p.add_argument("--attention-backbone", metavar="NAME", help="backbone of the attention maps when no trained "
+                   "bit-memory run is found (default: the sweep's, else minilm)")  # fmt: skip
+    p.add_argument("--attention-backbone-path", metavar="DIR", help="its folder, for backbones read from a folder")
+    p.set_defaults(func=cmd_report)
 
 
 def main(argv: list[str] | None = None) -> int:

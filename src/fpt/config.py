@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fpt.errors import FPTError
 
+# Fields that decide where and how fast a run computes, not what: left out of sweep run ids, and a run may resume
+# with other values of them.
+PLACEMENT_FIELDS = ("threads", "device")
+
 
 class TrainConfig(BaseModel):
     """Everything that decides a training run's numbers. Unknown keys are an error."""

@@ -1,39 +1,115 @@
-"""Tables rendered from result files (never typed by hand)."""
+"""Reports rendered from result records, never typed by hand: lr selection, tables with intervals, answers, plots.
+
+Protocol (Rothermel et al. 2021): a *setting* is a task label and a model label with its other grid-axis values
+(fpt.sweep); its learning rate is chosen on the validation split, by the mean best-on-validation accuracy over
+seeds, and only that lr's test numbers are reported. An lr with a failed (diverged) seed ranks below every lr
+without one, whatever their means; ties go to the smaller lr. A cell is the mean over seeds ± the half-width of the
+95% t-interval (t.ppf(0.975, n - 1) · sd / sqrt(n)), with n; one seed gives no interval and says so.
+"""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import math
+import platform
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
 from fpt.errors import FPTError
+from fpt.freeze import PAPER_GROUPS
+
+Record = dict[str, Any]
+CONVERGED = 0.95  # steps to converge: the first validation reaching this fraction of the run's best val accuracy
 
 
-def load_results(paths: list[Path]) -> list[dict[str, Any]]:
+# ---- reading -------------------------------------------------------------------------------------------------------
+
+
+def load_results(paths: list[Path]) -> list[Record]:
     """Result records from result.json files, folders holding them (searched recursively) or results JSONL files."""
-    rows: list[dict[str, Any]] = []
+    from fpt.sweep import read_records
+
+    rows: list[Record] = []
     for path in paths:
+        if not path.exists():
+            raise FPTError(f"results not found: {path}")
         files = sorted(path.rglob("result.json")) if path.is_dir() else [path]
         for file in files:
+            if file.suffix == ".jsonl":
+                rows.extend(read_records(file))
+                continue
             try:
-                text = file.read_text()
-                rows.extend(
-                    json.loads(line) for line in text.splitlines() if line.strip()
-                ) if file.suffix == ".jsonl" else rows.append(json.loads(text))
+                row = json.loads(file.read_text())
+                curve = file.with_name("curve.jsonl")  # fpt train writes the learning curve beside result.json
+                if "curve" not in row and curve.is_file():
+                    row["curve"] = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
+                rows.append(row)
             except (OSError, json.JSONDecodeError) as err:
                 raise FPTError(f"cannot read results from {file}: {err}") from None
     return rows
 
 
-def cell(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f} (n=1)"
-    return f"{100 * mean(values):.1f} ± {100 * stdev(values):.1f} sd (n={len(values)})"
+def normalise(records: list[Record]) -> list[Record]:
+    """Sweep records as they are (the last per run id); plain result.json records get labels from their fields."""
+    from fpt.sweep import latest_records
+
+    out = []
+    for i, r in enumerate(records):
+        if "task_label" not in r:
+            groups = r.get("train_groups", [])
+            label = f"{r['model']} {r['backbone']}/{r['init']}"
+            if r["model"] == "fpt" and tuple(groups) != PAPER_GROUPS:
+                label += f" train={','.join(groups)}"
+            r = {"run_id": f"record-{i}", "task_label": r["task"], "model_label": label, "axes": {}, **r}
+        out.append({"status": "ok", **r})
+    return latest_records(out)
 
 
-def pivot(rows: list[dict[str, Any]], row_key: str, col_key: str, metric: str = "test_accuracy") -> str:
+# ---- statistics -----------------------------------------------------------------------------------------------------
+
+
+def t_quantile(df: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def mean_ci(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval (None for one value)."""
+    if len(values) < 2:
+        return values[0], None
+    return mean(values), t_quantile(len(values) - 1) * stdev(values) / math.sqrt(len(values))
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """mean(a) - mean(b) and the half-width of its 95% Welch interval (None if either has one value)."""
+    diff = mean(a) - mean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, None
+    va, vb = stdev(a) ** 2 / len(a), stdev(b) ** 2 / len(b)
+    if va + vb == 0:
+        return diff, 0.0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return diff, t_quantile(df) * math.sqrt(va + vb)
+
+
+def cell(values: list[float], scale: float = 100.0, digits: int = 1, failed: int = 0) -> str:
+    """'97.1 ± 1.2 (n=3)', '97.1 (n=1, no CI)'; failed seeds are named: '(n=2, 1 failed)'."""
+    note = f", {failed} failed" if failed else ""
+    if not values:
+        return f"failed (n=0{note})" if failed else "–"
+    m, half = mean_ci([scale * v for v in values])
+    if half is None:
+        return f"{m:.{digits}f} (n=1, no CI{note})"
+    return f"{m:.{digits}f} ± {half:.{digits}f} (n={len(values)}{note})"
+
+
+def pivot(rows: list[Record], row_key: str, col_key: str, metric: str = "test_accuracy") -> str:
     """A markdown table: one row per `row_key` value, one column per `col_key` value, cells in % of `metric`."""
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
@@ -42,6 +118,305 @@ def pivot(rows: list[dict[str, Any]], row_key: str, col_key: str, metric: str = 
     col_names = list(dict.fromkeys(str(r[col_key]) for r in rows))
     lines = [f"| {row_key} \\ {col_key} | " + " | ".join(col_names) + " |", "|---|" + "---|" * len(col_names)]
     for name in row_names:
-        cells = [cell(values[(name, c)]) if values[(name, c)] else "–" for c in col_names]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(values[(name, c)]) for c in col_names) + " |")
     return "\n".join(lines)
+
+
+# ---- settings and lr selection ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setting:
+    """One task × model (with its other axis values): its runs at every lr and seed, and the lr chosen."""
+
+    task: str
+    label: str
+    by_lr: dict[float, list[Record]] = field(default_factory=dict)
+    lr: float | None = None
+
+    @property
+    def chosen(self) -> list[Record]:
+        return sorted(self.by_lr.get(self.lr, []), key=lambda r: r["seed"])
+
+    @property
+    def ok(self) -> list[Record]:
+        return [r for r in self.chosen if r["status"] == "ok"]
+
+    @property
+    def failed(self) -> int:
+        return len(self.chosen) - len(self.ok)
+
+    @property
+    def first(self) -> Record:
+        return next(iter(self.by_lr.values()))[0]
+
+    @property
+    def model(self) -> str:
+        return self.first["model"]
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.first["train_groups"])
+
+    def values(self, metric: str) -> list[float]:
+        return [r[metric] for r in self.ok]
+
+    def cell(self, metric: str = "test_accuracy") -> str:
+        return cell(self.values(metric), failed=self.failed)
+
+
+def lr_rank(runs: list[Record]) -> tuple[int, float]:
+    """Sort key of an lr (smaller is better): failed seeds first, then minus the mean val accuracy of the others."""
+    ok = [r["val_accuracy"] for r in runs if r["status"] == "ok"]
+    return len(runs) - len(ok), -mean(ok) if ok else 0.0
+
+
+def select(records: list[Record]) -> list[Setting]:
+    """Group records into settings (in order of first appearance) and choose each one's lr on validation."""
+    from fpt.sweep import setting_label
+
+    settings: dict[tuple[str, str], Setting] = {}
+    for r in records:
+        key = (r["task_label"], setting_label(r["model_label"], r.get("axes") or {}))
+        setting = settings.setdefault(key, Setting(*key))
+        setting.by_lr.setdefault(r["lr"], []).append(r)
+    for s in settings.values():
+        s.lr = min(sorted(s.by_lr), key=lambda lr: lr_rank(s.by_lr[lr]))
+    return list(settings.values())
+
+
+def steps_to_converge(record: Record) -> int | None:
+    """The first validated step whose val accuracy reaches CONVERGED × the run's best."""
+    curve = record.get("curve") or []
+    if not curve:
+        return None
+    best = max(row["val_accuracy"] for row in curve)
+    return next(row["step"] for row in curve if row["val_accuracy"] >= CONVERGED * best)
+
+
+# ---- tables ---------------------------------------------------------------------------------------------------------
+
+
+def table(
+    settings: list[Setting], row_of: Callable[[Setting], str], corner: str, fmt: Callable[[Setting], str]
+) -> tuple[str, int]:
+    """A markdown table of settings: rows by `row_of` (the setting's label is added where two settings share a row
+    and task), columns by task label. Returns it and its number of rows."""
+    tasks = list(dict.fromkeys(s.task for s in settings))
+    shared = Counter((row_of(s), s.task) for s in settings)
+    cells: dict[str, dict[str, str]] = {}
+    for s in settings:
+        row = row_of(s)
+        if any(shared[(row, t)] > 1 for t in tasks):
+            row = f"{row} [{s.label}]"
+        cells.setdefault(row, {})[s.task] = fmt(s)
+    lines = [f"| {corner} | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    lines += [f"| {row} | " + " | ".join(c.get(t, "–") for t in tasks) + " |" for row, c in cells.items()]
+    return "\n".join(lines), len(cells)
+
+
+def steps_cell(s: Setting) -> str:
+    steps = [steps_to_converge(r) for r in s.ok]
+    return cell([float(v) for v in steps if v is not None], scale=1.0, digits=0, failed=s.failed)
+
+
+def selection_table(settings: list[Setting]) -> str:
+    lines = ["| task | setting | chosen lr | mean val accuracy (%) per lr |", "|---|---|---|---|"]
+    for s in settings:
+        per_lr = []
+        for lr in sorted(s.by_lr):
+            runs = s.by_lr[lr]
+            ok = [r["val_accuracy"] for r in runs if r["status"] == "ok"]
+            failed = len(runs) - len(ok)
+            text = f"{100 * mean(ok):.1f}" if ok else "–"
+            per_lr.append(f"{lr:g}: {text}" + (f" ({failed}/{len(runs)} failed)" if failed else ""))
+        lines.append(f"| {s.task} | {s.label} | {s.lr:g} | {'; '.join(per_lr)} |")
+    return "\n".join(lines)
+
+
+def difference(a: Setting, b: Setting) -> tuple[str, str]:
+    """'+1.2 [−0.5, +2.9]' (points of test accuracy, 95% Welch interval) and a verdict for a vs b."""
+    va, vb = [100 * v for v in a.values("test_accuracy")], [100 * v for v in b.values("test_accuracy")]
+    if not va or not vb:
+        return "–", "no finished runs"
+    diff, half = welch(va, vb)
+    if half is None:
+        return f"{diff:+.1f}", "n=1: no interval"
+    lo, hi = diff - half, diff + half
+    verdict = "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
+    return f"{diff:+.1f} [{lo:+.1f}, {hi:+.1f}]", verdict
+
+
+def is_fpt(s: Setting, init: str | None = "pretrained") -> bool:
+    return s.model == "fpt" and s.groups == PAPER_GROUPS and (init is None or s.first["init"] == init)
+
+
+def answers(settings: list[Setting]) -> list[str]:
+    """The report's answers: pretrained vs random init, and FPT vs each trained-from-scratch baseline, per task."""
+    out = ["### Does a pretrained frozen backbone beat a random-init one?", ""]
+    rows = []
+    for p in (s for s in settings if is_fpt(s)):
+        for r in settings:
+            same = (r.task, r.model, r.groups, r.first["backbone"]) == (p.task, p.model, p.groups, p.first["backbone"])
+            if same and r.first["init"] == "random" and r.first.get("axes", {}) == p.first.get("axes", {}):
+                diff, verdict = difference(p, r)
+                rows.append(f"| {p.task} | {p.first['backbone']} | {p.cell()} | {r.cell()} | {diff} | {verdict} |")
+    if rows:
+        out += [
+            "Test accuracy (%), FPT (input, output, layer norms, positions trained) on a pretrained vs a random-init "
+            "frozen backbone; difference in points with its 95% Welch interval; *higher*: the interval lies above 0.",
+            "",
+            "| task | backbone | pretrained | random init | pretrained − random | verdict |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
+    else:
+        out.append("No pair of FPT settings that differ only in init.")
+    out += ["", "### Where does FPT stand against full training, LSTM and linear?", ""]
+    others = list(dict.fromkeys(s.label for s in settings if s.model != "fpt"))
+    rows = []
+    for f in (s for s in settings if is_fpt(s)):
+        cells = []
+        for label in others:
+            b = next((s for s in settings if s.task == f.task and s.label == label), None)
+            cells.append("–" if b is None else "{} ({})".format(*difference(f, b)))
+        rows.append(f"| {f.task} | {f.label} {f.cell()} | " + " | ".join(cells) + " |")
+    if rows and others:
+        out += [
+            "FPT's test accuracy minus each baseline's, in points, with its 95% Welch interval; *higher*/*lower*: "
+            "the interval excludes 0.",
+            "",
+            "| task | FPT (%) | " + " | ".join(f"FPT − {o}" for o in others) + " |",
+            "|---|---|" + "---|" * len(others),
+            *rows,
+        ]
+    else:
+        out.append("No FPT setting with pretrained init and a baseline on the same task.")
+    return out
+
+
+# ---- environment -----------------------------------------------------------------------------------------------------
+
+
+def environment_lines(records: list[Record]) -> list[str]:
+    """Versions, hardware and commits of every record (distinct values with counts); dirty trees are flagged."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        env = r.get("environment") or {}
+        for name, version in (env.get("versions") or {}).items():
+            counts[name][str(version)] += 1
+        hw = env.get("hardware") or {}
+        counts["hardware"][f"{hw.get('cpu')} ({hw.get('cpu_count')} cores), {hw.get('device')}"
+                           + (f" {hw['gpu']}" if hw.get("gpu") else "")] += 1  # fmt: skip
+        counts["torch threads"][str(hw.get("torch_threads"))] += 1
+        counts["platform"][str(hw.get("platform"))] += 1
+        git = env.get("git") or {}
+        counts["commit"][f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else "")] += 1
+    lines = []
+    for name, values in counts.items():
+        text = "; ".join(f"{v} ({n} runs)" if len(values) > 1 else v for v, n in values.most_common())
+        lines.append(f"- {name}: {text}")
+    finished = sorted(r["finished_at"] for r in records if r.get("finished_at"))
+    if finished:
+        lines.append(f"- runs finished between {finished[0]} and {finished[-1]}")
+    return lines
+
+
+# ---- the report ---------------------------------------------------------------------------------------------------
+
+
+def write_report(
+    paths: list[Path],
+    out: Path,
+    runs_dir: str | Path | None = None,
+    attention: bool = True,
+    attention_backbone: str | None = None,
+    attention_backbone_path: str | None = None,
+) -> Path:
+    """Render OUT/report.md and its PNG plots from the results files `paths`; returns the report's path."""
+    from fpt import plots
+    from fpt.sweep import default_runs_dir
+
+    records = normalise(load_results(paths))
+    if not records:
+        raise FPTError(f"no records in {', '.join(map(str, paths))}")
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir(paths[0])
+    settings = select(records)
+    sweeps = sorted({str(r.get("sweep")) for r in records if r.get("sweep")})
+    failed = [r for r in records if r["status"] != "ok"]
+    md = [
+        f"# Report: {', '.join(sweeps) or 'results'}",
+        "",
+        f"Rendered by `fpt report` from {', '.join(f'`{p}`' for p in paths)}: {len(records)} runs "
+        f"({len(failed)} failed), {len(settings)} settings, {len({s.task for s in settings})} tasks. Every number "
+        "below is computed from that file.",
+        "",
+        "Protocol: for each setting (task × model, with its other grid values) the learning rate is chosen on the "
+        "validation split by the mean best-validation accuracy over seeds (an lr with a failed seed ranks below any "
+        "lr without one; ties go to the smaller lr), and only that lr's test numbers are reported. Test accuracy is "
+        "measured once per run, on its best-on-validation weights. Cells: mean over seeds ± half-width of the 95% "
+        "t-interval (t quantile with n − 1 degrees of freedom × sd / √n), with n seeds; accuracy in %.",
+        "",
+        "## Answers",
+        "",
+        *answers(settings),
+        "",
+        "## Table 1: model × task (test accuracy, %)",
+        "",
+        table(settings, lambda s: s.label, "model \\ task", Setting.cell)[0],
+    ]
+    fpts = [s for s in settings if is_fpt(s, init=None)]
+    text, rows = table(fpts, lambda s: f"{s.first['backbone']} / {s.first['init']}", "backbone / init \\ task",
+                       Setting.cell)  # fmt: skip
+    if rows > 1:
+        md += ["", "## Pretraining modality: frozen backbone × task (FPT, test accuracy, %)", "", text]
+    ablation = [s for s in settings if s.model == "fpt" and s.first["init"] == "pretrained"]
+    ablation.sort(key=lambda s: len(s.groups))
+    text, rows = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell)
+    if rows > 1:
+        md += ["", "## Which parameters train: groups × task (FPT, pretrained, test accuracy, %)", "", text]
+    md += [
+        "",
+        f"## Steps to converge (first validation at ≥ {CONVERGED:.0%} of the run's best val accuracy)",
+        "",
+        table(settings, lambda s: s.label, "model \\ task", steps_cell)[0],
+        "",
+        "## Learning-rate selection",
+        "",
+        selection_table(settings),
+    ]
+    if failed:
+        md += ["", "## Failed runs", "", "| task | setting | lr | seed | error |", "|---|---|---|---|---|"]
+        from fpt.sweep import setting_label
+
+        for r in failed:
+            error = str(r.get("error", "")).replace("|", "\\|")
+            md.append(
+                f"| {r['task_label']} | {setting_label(r['model_label'], r.get('axes') or {})} | {r['lr']:g} | "
+                f"{r['seed']} | {error} |"
+            )
+    md += ["", "## Plots", ""]
+    plots.learning_curves(settings, out / "learning_curves.png")
+    plots.accuracy_vs_params(settings, out / "accuracy_vs_params.png")
+    md += ["![learning curves](learning_curves.png)", "", "![accuracy vs trained parameters](accuracy_vs_params.png)"]
+    if attention:
+        try:
+            caption = plots.attention_maps(
+                records, settings, runs_dir, out / "attention_bit_memory.png", attention_backbone,
+                attention_backbone_path,
+            )  # fmt: skip
+            md += ["", "![attention maps](attention_bit_memory.png)", "", caption]
+        except FPTError as err:
+            md += ["", f"Attention maps not drawn: {err}"]
+    md += [
+        "",
+        "## Environment the numbers came from",
+        "",
+        *environment_lines(records),
+        f"- report rendered {datetime.now(UTC).isoformat(timespec='seconds')} with Python {platform.python_version()}",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path

@@ -1,0 +1,456 @@
+"""`fpt sweep`: a grid of training runs, each identified by a hash of its resolved config, appended to one JSONL file.
+
+A sweep file names shared settings (`base`), tasks and models, each a mapping of TrainConfig keys:
+
+    name: offline-suite
+    base: {backbone: minilm, patience: null}
+    tasks:
+      bit-xor: {task: bit-xor, steps: 300}
+      digits: {task: digits}
+    models:
+      fpt-pretrained: {model: fpt, init: pretrained}
+      transformer: {model: transformer, init: random, lr: [1e-4, 3e-4]}   # a list anywhere is a grid axis
+    lr: [1e-3, 3e-4]
+    seeds: [0, 1, 2]
+
+Each run's config is base < task entry < model entry (a later one replaces a key, task_args included), with `lr` at
+the top level as shorthand for base's. The grid is seeds × tasks × models × the values of every list-valued key (lr
+among them), seeds outermost, so a sweep stopped half-way holds every setting for its first seeds. A setting is a
+task, a model and its other axis values; `lr` is chosen per setting on validation by `fpt report`.
+
+A run's id is a short SHA-256 of its TrainConfig (every field, defaults included, as canonical JSON) without the
+PLACEMENT_FIELDS (threads, device): how fast and where a run computes, not what. Ids name the config, not the code:
+every record keeps its commit and versions, and `fpt report` lists them. A run trains into RUNS_DIR/<run_id>/ with
+its checkpoints; the record (fpt.train's result, the labels, the learning curve) is appended to the results file once
+the run ends. A run is finished when its id is in the file, so re-running a sweep skips finished runs and resumes a
+half-done one from its checkpoint; the numbers equal those of an unbroken sweep. A run that fails with an FPTError
+(a non-finite loss at a high lr) is recorded with status "failed" and its error, and counts as finished
+(`--retry-failed` runs it again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm import tqdm
+
+from fpt.config import PLACEMENT_FIELDS, TrainConfig, format_validation_error, read_yaml
+from fpt.errors import FPTError
+
+Record = dict[str, Any]
+
+
+class SweepConfig(BaseModel):
+    """A sweep file: shared settings, tasks and models (label → TrainConfig keys), learning rates and seeds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="the sweep's name, recorded in every record")
+    description: str = Field("", description="free text")
+    base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys shared by every run")
+    tasks: dict[str, dict[str, Any]] = Field(min_length=1, description="task label → TrainConfig keys")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"fpt": {}}, min_length=1, description="model label → TrainConfig keys"
+    )
+    lr: float | list[float] | None = Field(None, description="learning rate(s), shorthand for base.lr")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of every setting")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: its resolved config, id and labels."""
+
+    run_id: str
+    config: TrainConfig
+    task_label: str
+    model_label: str
+    axes: dict[str, Any]  # the setting's grid-axis values other than lr and seed, e.g. {"train": "output"}
+
+    @property
+    def setting(self) -> str:
+        return setting_label(self.model_label, self.axes)
+
+    def labels(self) -> Record:
+        return {"task_label": self.task_label, "model_label": self.model_label, "axes": self.axes}
+
+
+def setting_label(model_label: str, axes: dict[str, Any]) -> str:
+    """'fpt' or, with grid axes besides lr and seed, 'fpt (train=output)'."""
+    return model_label + (f" ({', '.join(f'{k}={v}' for k, v in axes.items())})" if axes else "")
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """12 hex digits of the SHA-256 of the config's canonical JSON, without the placement fields."""
+    values = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in PLACEMENT_FIELDS}
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# ---- the sweep file → runs ---------------------------------------------------------------------------------------
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    data = read_yaml(path)
+    try:
+        return SweepConfig(**data)
+    except ValidationError as err:
+        parts = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "sweep"
+            if e["type"] == "extra_forbidden":
+                parts.append(f"unknown sweep key {where!r}; allowed keys: {', '.join(SweepConfig.model_fields)}")
+            else:
+                parts.append(f"{where}: {e['msg']}")
+        raise FPTError(f"{path}: {'; '.join(parts)}") from None
+
+
+def check_entry(where: str, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise FPTError(f"{where}: expected a mapping of config keys, got {type(entry).__name__}")
+    unknown = [k for k in entry if k not in TrainConfig.model_fields]
+    if unknown:
+        raise FPTError(
+            f"{where}: unknown config key {unknown[0]!r}; allowed keys: {', '.join(TrainConfig.model_fields)}"
+        )
+    if "seed" in entry:
+        raise FPTError(f"{where}: seed is set by the sweep's seeds list, not per entry")
+    empty = [k for k, v in entry.items() if isinstance(v, list) and not v]
+    if empty:
+        raise FPTError(f"{where}: {empty[0]} is an empty list (a grid axis needs at least one value)")
+
+
+def expand(sweep: SweepConfig, where: str = "sweep") -> list[Run]:
+    """Every run of the sweep, validated (a bad entry is an FPTError naming it) before anything runs."""
+    from fpt.backbones import BACKBONES
+    from fpt.model import MODELS
+    from fpt.tasks import TASKS
+
+    base = dict(sweep.base)
+    if sweep.lr is not None:
+        if "lr" in base:
+            raise FPTError(f"{where}: lr is given both at the top level and in base; give it once")
+        base["lr"] = sweep.lr
+    check_entry(f"{where}: base", base)
+    for section, entries in (("tasks", sweep.tasks), ("models", sweep.models)):
+        for label, entry in entries.items():
+            check_entry(f"{where}: {section}.{label}", entry)
+
+    runs: list[Run] = []
+    seen: dict[str, str] = {}
+    for seed, (task_label, task_entry), (model_label, model_entry) in itertools.product(
+        sweep.seeds, sweep.tasks.items(), sweep.models.items()
+    ):
+        merged = {**base, **task_entry, **model_entry}
+        axis_keys = [k for k, v in merged.items() if isinstance(v, list)]
+        for values in itertools.product(*(merged[k] for k in axis_keys)):
+            point = dict(zip(axis_keys, values, strict=True))
+            here = f"{where}: tasks.{task_label} × models.{model_label}"
+            try:
+                cfg = TrainConfig(**{**merged, **point, "seed": seed})
+                TASKS.resolve(cfg.task), MODELS.resolve(cfg.model), BACKBONES.resolve(cfg.backbone)
+            except ValidationError as err:
+                raise FPTError(f"{here}: {format_validation_error(err)}") from None
+            except FPTError as err:
+                raise FPTError(f"{here}: {err}") from None
+            axes = {k: getattr(cfg, k) for k in axis_keys if k != "lr"}
+            run = Run(run_id(cfg), cfg, task_label, model_label, axes)
+            name = f"{task_label} × {run.setting} lr {cfg.lr} seed {seed}"
+            if run.run_id in seen:
+                raise FPTError(f"{where}: runs {seen[run.run_id]!r} and {name!r} have the same config; drop one")
+            seen[run.run_id] = name
+            runs.append(run)
+    return runs
+
+
+# ---- the results file ----------------------------------------------------------------------------------------------
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """The records of a results JSONL file (none if it does not exist yet). A last line without its newline, cut
+    short by a crash, is ignored; a later append repairs it. Any other bad line is an FPTError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):  # no newline after it: a write cut short
+                print(
+                    f"fpt: ignoring the unfinished last line of {path} (a crash cut its write short)", file=sys.stderr
+                )
+                break
+            raise FPTError(f"{path}:{number}: not a JSON record ({err})") from None
+    return records
+
+
+def latest_records(records: list[Record]) -> list[Record]:
+    """One record per run id, the last written (a retried run's record replaces its failed one)."""
+    by_id: dict[str, Record] = {}
+    for record in records:
+        by_id.pop(record["run_id"], None)
+        by_id[record["run_id"]] = record
+    return list(by_id.values())
+
+
+def append_record(path: str | Path, record: Record) -> None:
+    """Append one record as a line, under an exclusive lock, flushed and fsynced: concurrent writers interleave whole
+    lines. A partial last line left by a crash is cut off first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, default=str) + "\n").encode()
+    with open(path, "ab+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    f.seek(0)
+                    f.truncate(f.read().rfind(b"\n") + 1)
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def finished_ids(records: list[Record], retry_failed: bool = False) -> set[str]:
+    latest = latest_records(records)
+    return {r["run_id"] for r in latest if not (retry_failed and r.get("status") == "failed")}
+
+
+# ---- running ---------------------------------------------------------------------------------------------------------
+
+
+def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None = None) -> Record:
+    """Train one run into RUNS_DIR/<run_id>/ (resuming its checkpoint; reusing its result.json if the run finished
+    but its record was never written) and return its record. An FPTError becomes a failed record. The run's own log
+    lines go to train.log in its folder. Runs in worker processes and Ray tasks as well as in the sweep's own."""
+    import torch
+
+    from fpt.checkpoint import CHECKPOINT_FILE
+    from fpt.results import read_json
+    from fpt.train import train
+
+    cfg = run.config
+    out = Path(runs_dir) / run.run_id
+    out.mkdir(parents=True, exist_ok=True)
+    if threads and not cfg.threads:
+        torch.set_num_threads(threads)
+    head = {"run_id": run.run_id, "sweep": sweep_name, **run.labels()}
+    resume = (out / CHECKPOINT_FILE).is_file()
+    if (out / "result.json").is_file():  # finished, but killed before its record was written
+        return {**head, "status": "ok", **read_json(out / "result.json"), "resumed": False, "curve": read_curve(out)}
+    with open(out / "train.log", "a") as log, contextlib.redirect_stderr(log):
+        try:
+            result = train(cfg, out=out, quiet=True, resume=resume)
+        except FPTError as err:
+            print(f"fpt: run failed: {err}", file=log)
+            return {**head, **failed_record(cfg, err)}
+    return {**head, "status": "ok", **result, "resumed": resume, "curve": read_curve(out)}
+
+
+def read_curve(out: Path) -> list[Record]:
+    return [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
+
+
+def failed_record(cfg: TrainConfig, err: FPTError) -> Record:
+    """What a failed run records: its error, and the fields the report groups runs by."""
+    import torch
+
+    from fpt.freeze import parse_groups
+    from fpt.results import environment
+    from fpt.train import resolve_device
+
+    try:
+        device = resolve_device(cfg.device)
+    except FPTError:
+        device = torch.device("cpu")
+    return {
+        "status": "failed",
+        "error": str(err),
+        "task": cfg.task,
+        "model": cfg.model,
+        "backbone": cfg.backbone,
+        "init": cfg.init,
+        "train_groups": list(parse_groups(cfg.train)),
+        "seed": cfg.seed,
+        "lr": cfg.lr,
+        "config": cfg.model_dump(),
+        "environment": environment(device),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    if sys.platform == "linux":  # die with the sweep: an orphan would go on writing into a run a re-run resumes
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+def run_local(runs: list[Run], runs_dir: Path, sweep_name: str, workers: int) -> Iterator[Record]:
+    """Records of `runs` as they finish: in this process (workers=1) or in a pool of spawned worker processes."""
+    if workers == 1:
+        for run in runs:
+            yield execute(run, runs_dir, sweep_name)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, available_cores() // workers)
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker, (threads,))
+    try:
+        pending = {pool.submit(execute, run, runs_dir, sweep_name, threads) for run in runs}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_ray(runs: list[Run], runs_dir: Path, sweep_name: str, workers: int, address: str | None) -> Iterator[Record]:
+    """Records of `runs` as they finish, each run a Ray task (on the local machine, or the cluster at `address`).
+    The runs' folders must be on a file system every node sees for a killed sweep to resume half-done runs."""
+    try:
+        import ray
+    except ImportError:
+        raise FPTError("--backend ray needs Ray: pip install 'fpt[ray]'") from None
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+    try:
+        threads = max(1, int(ray.available_resources().get("CPU", 1)) // workers)
+        task = ray.remote(num_cpus=threads)(execute)
+        pending = [task.remote(run, str(runs_dir), sweep_name, threads) for run in runs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        ray.shutdown()
+
+
+def describe(record: Record) -> str:
+    labels = f"{record['task_label']} × {setting_label(record['model_label'], record['axes'])}"
+    run = f"{labels} lr {record['lr']:g} seed {record['seed']}"
+    if record["status"] != "ok":
+        return f"{run}: FAILED ({record['error']})"
+    return (
+        f"{run}: test {record['test_accuracy']:.4f} val {record['val_accuracy']:.4f} ({record['train_seconds']:.0f} s)"
+    )
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    results: str | Path,
+    runs_dir: str | Path | None = None,
+    workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    retry_failed: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[Record]:
+    """Run every unfinished run of `sweep`, appending each record to `results` as it finishes; returns the records
+    of the sweep's runs (latest per id). `runs_dir` defaults to the results path without its suffix."""
+    if workers < 1:
+        raise FPTError(f"--workers must be at least 1, got {workers}")
+    if backend not in ("local", "ray"):
+        raise FPTError(f"unknown backend {backend!r}; choose local or ray")
+    results = Path(results)
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(results)
+    runs = expand(sweep)
+    done = finished_ids(read_records(results), retry_failed)
+    todo = [r for r in runs if r.run_id not in done]
+    bar = tqdm(
+        total=len(runs),
+        initial=len(runs) - len(todo),
+        desc=sweep.name,
+        unit="run",
+        disable=quiet,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    say = log or (lambda line: bar.write(line, file=sys.stderr))
+    say(f"{sweep.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run → {results}")
+    started = time.perf_counter()
+    if backend == "ray":
+        records = run_ray(todo, runs_dir, sweep.name, workers, ray_address)
+    else:
+        records = run_local(todo, runs_dir, sweep.name, workers)
+    try:
+        for record in records:
+            append_record(results, record)
+            bar.update()
+            say(describe(record))
+    finally:
+        bar.close()
+        if hasattr(records, "close"):
+            records.close()  # shut the pool or Ray down now, also when interrupted
+    ours = {r.run_id for r in runs}
+    final = [r for r in latest_records(read_records(results)) if r["run_id"] in ours]
+    failed = sum(r["status"] == "failed" for r in final)
+    say(
+        f"{sweep.name}: {len(final)} of {len(runs)} runs finished ({failed} failed) in "
+        f"{time.perf_counter() - started:.0f} s → {results}"
+    )
+    return final
+
+
+def default_runs_dir(results: Path) -> Path:
+    """results/offline-suite.jsonl → results/offline-suite/ (one folder per run id inside)."""
+    return results.with_suffix("")
+
+
+def dry_run(sweep: SweepConfig, results: str | Path, retry_failed: bool = False) -> str:
+    """The runs of `sweep` (id, done or to do, labels, lr, seed) and their count, as text."""
+    runs = expand(sweep)
+    latest = {r["run_id"]: r for r in latest_records(read_records(results))}
+    lines = []
+    todo = 0
+    for run in runs:
+        record = latest.get(run.run_id)
+        status = "todo" if record is None else "done" if record.get("status") == "ok" else "failed"
+        if status == "todo" or (status == "failed" and retry_failed):
+            todo += 1
+        lines.append(
+            f"{run.run_id}  {status:6}  {run.task_label}  {run.setting}  lr {run.config.lr:g}  seed {run.config.seed}"
+        )
+    settings = {(r.task_label, r.setting) for r in runs}
+    pairs = {(r.task_label, r.setting, r.config.lr) for r in runs}
+    lines.append(
+        f"{sweep.name}: {len(runs)} runs = {len(pairs)} (setting, lr) pairs × {len(sweep.seeds)} seeds, "
+        f"{len(settings)} settings; {len(runs) - todo} finished, {todo} to run"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""fpt report: intervals, lr selection on validation, tables, answers, plots, all from the results file."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from matplotlib.image import imread
+
+from fpt import PAPER_GROUPS
+from fpt.cli import main
+from fpt.report import cell, mean_ci, select, steps_to_converge, welch, write_report
+from fpt.sweep import SweepConfig, append_record, run_sweep
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def record(task, label, lr, seed, val, test, model="fpt", init="pretrained", groups=PAPER_GROUPS, **extra):
+    """A synthetic sweep record: what the report reads, without training anything."""
+    return {
+        "run_id": f"{task}-{label}-{lr}-{seed}",
+        "sweep": "synthetic",
+        "task_label": task,
+        "model_label": label,
+        "axes": {},
+        "status": "ok",
+        "task": task,
+        "model": model,
+        "backbone": "minilm",
+        "init": init,
+        "train_groups": list(groups),
+        "seed": seed,
+        "lr": lr,
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "trainable_params": 1000 if model == "fpt" else 50_000,
+        "curve": [
+            {"step": 50, "val_accuracy": val / 2},
+            {"step": 100, "val_accuracy": val * 0.96},
+            {"step": 150, "val_accuracy": val},
+        ],  # fmt: skip
+        "environment": {
+            "versions": {"torch": "2.13.0"},
+            "hardware": {"cpu": "x"},
+            "git": {"commit": "abc", "dirty": True},
+        },
+        **extra,
+    }
+
+
+def test_mean_ci_is_the_t_interval():
+    m, half = mean_ci([0.9, 0.8, 0.85])
+    t_975_2 = 4.302652729749462  # scipy.stats.t.ppf(0.975, 2), by hand: sd 0.05, n 3
+    assert m == pytest.approx(0.85) and half == pytest.approx(t_975_2 * 0.05 / math.sqrt(3))
+    assert cell([0.9, 0.8, 0.85]) == "85.0 ± 12.4 (n=3)"
+    assert cell([0.9]) == "90.0 (n=1, no CI)" and mean_ci([0.9]) == (0.9, None)
+    assert cell([0.9, 0.9], failed=1) == "90.0 ± 0.0 (n=2, 1 failed)" and cell([], failed=3) == "failed (n=0, 3 failed)"
+
+
+def test_welch_interval_matches_scipy():
+    diff, half = welch([0.9, 0.8, 0.85], [0.6, 0.7, 0.5, 0.65])
+    # scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (diff - half, diff + half) == pytest.approx((0.10376980704900099, 0.37123019295099935))
+    assert welch([0.9], [0.5, 0.6])[1] is None
+
+
+def test_lr_is_chosen_on_validation_and_only_its_test_is_reported():
+    records = [
+        record("xor", "fpt", 1e-3, 0, val=0.90, test=0.50),
+        record("xor", "fpt", 1e-3, 1, val=0.92, test=0.52),
+        record("xor", "fpt", 1e-2, 0, val=0.80, test=0.99),  # best test, worse validation: must not be chosen
+        record("xor", "fpt", 1e-2, 1, val=0.85, test=0.99),
+        record("xor", "fpt", 1e-1, 0, val=1.00, test=1.00),  # best val, but a seed diverged
+        {**record("xor", "fpt", 1e-1, 1, val=0, test=0), "status": "failed", "error": "loss became nan"},
+    ]
+    (setting,) = select(records)
+    assert setting.lr == 1e-3 and setting.values("test_accuracy") == [0.50, 0.52]
+    assert setting.cell() == cell([0.50, 0.52])
+
+    # every lr failed once: then the mean val accuracy of the finished seeds decides
+    records = [{**r, "status": "failed"} if r["lr"] == 1e-3 and r["seed"] == 0 else r for r in records]
+    records = [r for r in records if r["lr"] != 1e-2]
+    (setting,) = select(records)
+    assert setting.lr == 1e-1 and setting.failed == 1 and setting.cell() == "100.0 (n=1, no CI, 1 failed)"
+
+
+def test_steps_to_converge():
+    assert steps_to_converge(record("xor", "fpt", 1e-3, 0, val=0.9, test=0.9)) == 100  # 0.864 ≥ 0.95 × 0.9
+    assert steps_to_converge({"curve": []}) is None
+
+
+def synthetic_records() -> list[dict]:
+    out = []
+    for task, shift in (("xor", 0.0), ("digits", -0.1)):
+        for seed, noise in enumerate((0.0, 0.01, -0.01)):
+            out += [
+                record(task, "fpt-pretrained", 1e-3, seed, val=0.95 + shift + noise, test=0.94 + shift + noise),
+                record(task, "fpt-random", 1e-3, seed, val=0.60 + noise, test=0.61 + noise, init="random"),
+                record(task, "fpt-output", 1e-3, seed, val=0.7 + noise, test=0.7 + noise, groups=("output",)),
+                record(task, "lstm", 3e-4, seed, val=0.9 - noise, test=0.9 - noise, model="lstm"),
+            ]
+    out.append(record("xor", "linear", 1e-3, 0, val=0.5, test=0.5, model="linear"))
+    return out
+
+
+def test_report_tables_and_answers(tmp_path):
+    results = tmp_path / "results.jsonl"
+    for r in synthetic_records():
+        append_record(results, r)
+    report = write_report([results], tmp_path / "report", attention=False).read_text()
+    for heading in (
+        "## Answers",
+        "## Table 1: model × task (test accuracy, %)",
+        "## Pretraining modality: frozen backbone × task",
+        "## Which parameters train: groups × task",
+        "## Steps to converge",
+        "## Learning-rate selection",
+        "## Environment the numbers came from",
+    ):
+        assert heading in report
+    assert "| model \\ task | xor | digits |" in report
+    assert "| fpt-pretrained | 94.0 ± 2.5 (n=3) | 84.0 ± 2.5 (n=3) |" in report  # sd 1 point: 4.303 / √3 = 2.48
+    assert "| linear | 50.0 (n=1, no CI) | – |" in report
+    assert "| minilm / random | 61.0 ± 2.5 (n=3) | 61.0 ± 2.5 (n=3) |" in report
+    assert "| output | 70.0 ± 2.5 (n=3) | 70.0 ± 2.5 (n=3) |" in report
+    # Welch: sd 1 point each, n 3 each → se √(2/3), df 4, t 2.776 → ± 2.27
+    assert "| xor | minilm | 94.0 ± 2.5 (n=3) | 61.0 ± 2.5 (n=3) | +33.0 [+30.7, +35.3] | higher |" in report
+    assert "| xor | fpt-pretrained 94.0 ± 2.5 (n=3) | +4.0 [+1.7, +6.3] (higher) | +44.0 (n=1: no interval) |" in report
+    assert "| digits | fpt-pretrained 84.0 ± 2.5 (n=3) | -6.0 [-8.3, -3.7] (lower) | – |" in report
+    assert "| xor | lstm | 0.0003 | 0.0003: 90.0 |" in report
+    assert "abc (uncommitted changes)" in report and "torch: 2.13.0" in report
+    for png in ("learning_curves.png", "accuracy_vs_params.png"):
+        data = (tmp_path / "report" / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and imread(tmp_path / "report" / png).shape[2] == 4
+
+
+def test_report_from_a_real_sweep_with_attention_maps(tiny_bert_dir, tmp_path, capsys):
+    """A tiny sweep with bit-memory, then `fpt report`: tables, three PNGs, attention from the trained run."""
+    sweep = SweepConfig(
+        name="tiny",
+        base={
+            "backbone": "bert",
+            "backbone_path": tiny_bert_dir,
+            "batch_size": 16,
+            "steps": 8,
+            "eval_every": 4,
+            "patience": None,
+            "threads": 1,
+        },  # fmt: skip
+        tasks={
+            "xor": {"task": "bit-xor", "task_args": {"train_size": 64, "val_size": 32, "test_size": 32}},
+            "memory": {
+                "task": "bit-memory",
+                "task_args": {"n_bits": 100, "patch": 10, "train_size": 64, "val_size": 8, "test_size": 8},
+            },  # fmt: skip
+        },
+        models={"fpt": {}, "fpt-random": {"init": "random"}, "linear": {"model": "linear"}},
+        lr=[1e-3, 1e-2],
+        seeds=[0, 1],
+    )
+    results = tmp_path / "results.jsonl"
+    run_sweep(sweep, results, quiet=True)
+    out = tmp_path / "report"
+    assert main(["report", str(results), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    table1 = report.split("## Table 1")[1].split("##")[0]
+    rows = [line for line in table1.splitlines() if line.startswith("| fpt") or line.startswith("| linear")]
+    assert len(rows) == 3 and all(line.count("(n=2)") == 2 and line.count(" ± ") == 2 for line in rows)
+    assert "through the trained input layer, layer norms and positions of run" in report
+    for png in ("learning_curves.png", "accuracy_vs_params.png", "attention_bit_memory.png"):
+        assert (out / png).read_bytes().startswith(PNG_MAGIC) and f"({png})" in report
+        assert imread(out / png).ndim == 3
+
+    assert main(["report", str(results), "--out", str(tmp_path / "r2"), "--runs-dir", str(tmp_path / "none")]) == 0
+    assert "through an untrained input layer" in (tmp_path / "r2" / "report.md").read_text()
+
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"fpt: error: results not found: {tmp_path / 'missing.jsonl'}"
+
+
+def test_report_reads_plain_result_folders(tiny_cfg, tmp_path):
+    """Runs made with fpt train (no sweep labels) are reported too: labels come from model, backbone and init."""
+    import fpt
+
+    for init in ("pretrained", "random"):
+        fpt.train(tiny_cfg(init=init, steps=4, eval_every=2), out=tmp_path / "runs" / init, quiet=True)
+    report = write_report([tmp_path / "runs"], tmp_path / "report", attention=False).read_text()
+    assert "| fpt bert/pretrained | " in report and "| fpt bert/random | " in report
+    assert "(n=1, no CI)" in report and "n=1: no interval" in report

@@ -1,0 +1,281 @@
+"""fpt sweep: expansion, run ids, skipping finished runs, resuming a killed sweep, failures, workers, Ray."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fpt import FPTError, TrainConfig
+from fpt.cli import main
+from fpt.sweep import SweepConfig, append_record, expand, read_records, run_id, run_sweep
+
+train_module = importlib.import_module("fpt.train")  # `fpt.train` the attribute is the function
+
+
+def tiny_sweep(tiny_bert_dir: str, **overrides) -> dict:
+    """Four runs on the tiny BERT, about a second each: bit-xor × {fpt, linear} × 2 lrs (fpt) × seeds."""
+    sweep = {
+        "name": "tiny",
+        "base": {
+            "backbone": "bert",
+            "backbone_path": tiny_bert_dir,
+            "batch_size": 16,
+            "steps": 8,
+            "eval_every": 4,
+            "patience": None,
+            "threads": 1,
+            "task_args": {"train_size": 64, "val_size": 32, "test_size": 32},
+        },
+        "tasks": {"xor": {"task": "bit-xor"}},
+        "models": {"fpt": {"model": "fpt", "lr": [1e-3, 1e-2]}, "linear": {"model": "linear"}},
+        "lr": 1e-3,
+        "seeds": [0, 1],
+    }
+    return {**sweep, **overrides}
+
+
+def write_sweep(path: Path, sweep: dict) -> Path:
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def comparable(records: list[dict]) -> dict[str, dict]:
+    """What must not depend on how the sweep was run: metrics and the learning curve (not seconds), by run id."""
+    keys = ("status", "task_label", "model_label", "seed", "lr", "val_accuracy", "val_loss", "test_accuracy",
+            "test_loss", "best_step", "steps_run")  # fmt: skip
+    return {
+        r["run_id"]: {
+            **{k: r.get(k) for k in keys},
+            "curve": [{k: v for k, v in row.items() if k != "train_seconds"} for row in r.get("curve", [])],
+        }
+        for r in records
+    }
+
+
+def test_expansion_order_labels_and_axes(tiny_bert_dir):
+    sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, models={"fpt": {"train": ["output", "input,output"]}}))
+    runs = expand(sweep)
+    assert len(runs) == 2 * 2  # seeds × train axis (one lr)
+    assert [r.config.seed for r in runs] == [0, 0, 1, 1]  # seeds outermost
+    assert [r.axes for r in runs[:2]] == [{"train": "output"}, {"train": "input,output"}]
+    assert runs[0].setting == "fpt (train=output)" and runs[0].task_label == "xor"
+    assert runs[0].config.steps == 8 and runs[0].config.backbone == "bert"
+
+    runs = expand(SweepConfig(**tiny_sweep(tiny_bert_dir)))
+    assert len(runs) == 2 * (2 + 1)  # seeds × (fpt: 2 lrs + linear: 1 lr)
+    assert sorted({r.config.lr for r in runs if r.model_label == "fpt"}) == [1e-3, 1e-2]
+    assert all(r.axes == {} for r in runs)  # lr is the selection axis, not a setting axis
+    assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_run_ids_are_stable_and_distinct():
+    base = TrainConfig(task="digits", lr=1e-3, task_args={"patch": 2, "split_seed": 0})
+    same = [
+        TrainConfig(task_args={"split_seed": 0, "patch": 2}, lr="1e-3", task="digits"),  # key order, YAML spelling
+        TrainConfig(task="digits", lr=0.001, task_args={"patch": 2, "split_seed": 0}, init="pretrained"),  # defaults
+        base.model_copy(update={"threads": 4, "device": "cpu"}),  # placement fields do not change the numbers
+    ]
+    assert {run_id(c) for c in same} == {run_id(base)}
+    assert len(run_id(base)) == 12
+    different = [
+        base.model_copy(update={"lr": 3e-4}),
+        base.model_copy(update={"seed": 1}),
+        base.model_copy(update={"init": "random"}),
+        base.model_copy(update={"task_args": {"patch": 4, "split_seed": 0}}),
+        base.model_copy(update={"steps": 100}),
+    ]
+    assert len({run_id(c) for c in [base, *different]}) == 1 + len(different)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"models": {"lstm": {"model": "lstm", "learning_rate": 1}}},
+            "models.lstm: unknown config key 'learning_rate'",
+        ),
+        ({"tasks": {"xor": {"task": "bit-xor", "seed": 3}}}, "tasks.xor: seed is set by the sweep's seeds"),
+        ({"tasks": {"xor": {"task": "nope"}}}, "tasks.xor × models.fpt: unknown task 'nope'"),
+        ({"models": {"fpt": {"lr": -1}}}, "tasks.xor × models.fpt: lr: Input should be greater than 0"),
+        (
+            {"models": {"lstm": {"model": "lstm", "train": "output"}}},
+            "× models.lstm: config: model 'lstm' trains every",
+        ),
+        ({"models": {"fpt": {"init": []}}}, "models.fpt: init is an empty list"),
+        ({"base": {"lr": 1e-3}}, "lr is given both at the top level and in base"),
+        ({"models": {"a": {}, "b": {}}}, "have the same config"),
+        ({"seeds": []}, "seeds: List should have at least 1 item"),
+        ({"grid": {}}, "unknown sweep key 'grid'"),
+    ],
+)
+def test_bad_sweep_is_one_line_naming_the_entry(tiny_bert_dir, tmp_path, capsys, change, message):
+    path = write_sweep(tmp_path / "bad.yaml", {**tiny_sweep(tiny_bert_dir, models={"fpt": {}}), **change})
+    assert main(["sweep", str(path), "--results", str(tmp_path / "r.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "r.jsonl").exists()  # validated before anything ran
+
+
+def test_sweep_writes_records_and_skips_finished_runs(tiny_bert_dir, tmp_path, monkeypatch):
+    results = tmp_path / "results.jsonl"
+    sweep = SweepConfig(**tiny_sweep(tiny_bert_dir))
+    records = run_sweep(sweep, results, quiet=True)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
+    first = read_records(results)
+    assert len(first) == 6 and {r["run_id"] for r in first} == {r.run_id for r in expand(sweep)}
+    r = first[0]
+    assert r["sweep"] == "tiny" and r["task_label"] == "xor" and r["axes"] == {}
+    assert [row["step"] for row in r["curve"]] == [4, 8] and "test_accuracy" in r and "environment" in r
+    assert (tmp_path / "results" / r["run_id"] / "result.json").is_file()  # runs dir: the results path minus .jsonl
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train", must_not_train)
+    assert len(run_sweep(sweep, results, quiet=True)) == 6
+    assert read_records(results) == first  # nothing appended
+
+    # A run that finished but whose record never reached the file (killed in between) is not trained again.
+    results.write_text("".join(json.dumps(r) + "\n" for r in first[:-1]))
+    run_sweep(sweep, results, quiet=True)
+    assert comparable(read_records(results)) == comparable(first)
+
+    # A new seed runs only the new runs.
+    monkeypatch.undo()
+    more = SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0, 1, 2]))
+    assert len(run_sweep(more, results, quiet=True)) == 9 and len(read_records(results)) == 9
+
+
+def test_partial_last_line_is_ignored_and_repaired(tiny_bert_dir, tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0]))
+    run_sweep(sweep, results, quiet=True)
+    whole = read_records(results)
+    cut = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(cut[:-1]) + cut[-1][: len(cut[-1]) // 2])  # the last write cut short by a crash
+    assert read_records(results) == whole[:-1]
+    assert "unfinished last line" in capsys.readouterr().err
+    run_sweep(sweep, results, quiet=True)  # reruns the lost run and repairs the file
+    lines = results.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)
+    assert comparable(read_records(results)) == comparable(whole)
+
+    append_record(results, {"run_id": "x"})
+    results.write_text(results.read_text() + "not json\n")
+    with pytest.raises(FPTError, match=r"results.jsonl:5: not a JSON record"):
+        read_records(results)
+
+
+def test_failed_run_is_recorded_and_does_not_stop_the_sweep(tiny_bert_dir, tmp_path, monkeypatch):
+    real_train = train_module.train
+
+    def diverges_at_high_lr(cfg, **kwargs):
+        if cfg.lr > 5e-3:
+            raise FPTError(f"training loss became nan at step 3 (lr {cfg.lr})")
+        return real_train(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", diverges_at_high_lr)
+    results = tmp_path / "results.jsonl"
+    sweep = SweepConfig(**tiny_sweep(tiny_bert_dir))
+    records = run_sweep(sweep, results, quiet=True)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(records) == 6 and len(failed) == 2
+    assert all(r["lr"] == 1e-2 and "loss became nan" in r["error"] and r["model"] == "fpt" for r in failed)
+    assert "fpt: run failed" in (tmp_path / "results" / failed[0]["run_id"] / "train.log").read_text()
+    run_sweep(sweep, results, quiet=True)
+    assert len(read_records(results)) == 6  # failed runs count as finished
+
+    monkeypatch.undo()
+    records = run_sweep(sweep, results, retry_failed=True, quiet=True)
+    assert len(read_records(results)) == 8 and all(r["status"] == "ok" for r in records)  # the retry's record wins
+
+
+def sweep_cmd(path: Path, results: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fpt", "sweep", str(path), "--results", str(results), "--quiet", *extra]
+
+
+def test_killed_sweep_resumes_and_equals_an_unbroken_one(tiny_bert_dir, tmp_path):
+    """SIGKILL the sweep while a run is half-done (its checkpoint written) and others have finished; running it again
+    trains only what is missing, resumes the half-done run, and ends with an unbroken sweep's records."""
+    spec = tiny_sweep(tiny_bert_dir, seeds=[0, 1, 2])
+    spec["base"] |= {"steps": 40, "eval_every": 4}
+    path = write_sweep(tmp_path / "sweep.yaml", spec)
+    killed = tmp_path / "killed.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    proc = subprocess.Popen(sweep_cmd(path, killed), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    half_done = None
+    deadline = time.monotonic() + 120
+    while half_done is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGSTOP)  # look at a frozen sweep: no race between looking and killing
+        finished = {r["run_id"] for r in read_records(killed)}
+        half_done = next(
+            (
+                p.parent.name
+                for p in tmp_path.glob("killed/*/checkpoint.safetensors")
+                if p.parent.name not in finished and not (p.parent / "result.json").exists()
+            ),
+            None,
+        )
+        proc.send_signal(signal.SIGKILL if finished and half_done else signal.SIGCONT)
+        if not finished:
+            half_done = None
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep ended before it could be killed mid-way"
+    before = read_records(killed)
+    assert 1 <= len(before) < 9
+
+    assert main(["sweep", str(path), "--results", str(killed), "--quiet"]) == 0
+    after = read_records(killed)
+    assert after[: len(before)] == before and len(after) == 9 == len({r["run_id"] for r in after})  # none redone
+    assert next(r for r in after if r["run_id"] == half_done)["resumed"] is True
+
+    unbroken = tmp_path / "unbroken.jsonl"
+    assert main(["sweep", str(path), "--results", str(unbroken), "--quiet"]) == 0
+    assert comparable(after) == comparable(read_records(unbroken))
+
+
+def test_two_workers_give_the_same_records(tiny_bert_dir, tmp_path):
+    sweep = SweepConfig(**tiny_sweep(tiny_bert_dir))
+    one = run_sweep(sweep, tmp_path / "one.jsonl", quiet=True)
+    two = run_sweep(sweep, tmp_path / "two.jsonl", workers=2, quiet=True)
+    assert comparable(two) == comparable(one)
+
+
+def test_ray_backend_writes_the_same_records(tiny_bert_dir, tmp_path):
+    pytest.importorskip("ray")
+    sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0]))
+    local = run_sweep(sweep, tmp_path / "local.jsonl", quiet=True)
+    ray = run_sweep(sweep, tmp_path / "ray.jsonl", workers=2, backend="ray", quiet=True)
+    assert comparable(ray) == comparable(local)
+    assert len(read_records(tmp_path / "ray.jsonl")) == 3
+
+
+def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
+    path = write_sweep(tmp_path / "sweep.yaml", tiny_sweep(tiny_bert_dir))
+    results = tmp_path / "r.jsonl"
+    assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: 6 runs" in out and "0 finished, 6 to run" in out and out.count("  todo  ") == 6
+    assert not results.exists()
+    run_sweep(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0])), results, quiet=True)
+    assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 finished, 3 to run" in out and out.count("  done  ") == 3
+
+
+@pytest.mark.parametrize("name, runs", [("offline-suite", 210), ("paper-suite", 567)])
+def test_shipped_sweeps_expand(name, runs, capsys):
+    """Both shipped sweep files validate and expand (a dry run reads no data)."""
+    config = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    assert main(["sweep", str(config), "--results", "/nonexistent/r.jsonl", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{name}: {runs} runs = ")
