@@ -52,6 +52,10 @@ def versions() -> dict[str, str | None]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    if out.get("fpt") is None:  # running from a source tree (PYTHONPATH=src) rather than an installed package
+        from fpt import __version__
+
+        out["fpt"] = __version__
     return out
 
 
