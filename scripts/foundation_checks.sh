@@ -2,13 +2,16 @@
 # Reproduces the figures quoted for the foundation: default runs on bit-xor, digits and ucr:GunPoint, and
 # pretrained vs random-init minilm at the same step budget on listops and bit-memory over 3 seeds.
 # Usage: scripts/foundation_checks.sh [OUT_DIR]   (about 40 minutes on an idle 2-core CPU)
-# A run whose result.json exists is skipped, so the script can be stopped and started again.
+# A run whose result.json exists is skipped and a half-done one resumes from its checkpoint, so the script can be
+# stopped and started again.
 set -euo pipefail
 out=${1:-runs/foundation}
 fpt=${FPT:-fpt}
 run() {  # run NAME fpt-train-options...
   local name=$1; shift
-  [ -f "$out/$name/result.json" ] || $fpt train "$@" --out "$out/$name" --quiet
+  local resume=()
+  [ -f "$out/$name/checkpoint.safetensors" ] && resume=(--resume)
+  [ -f "$out/$name/result.json" ] || $fpt train "$@" --out "$out/$name" --quiet "${resume[@]}"
 }
 run bit-xor --task bit-xor --backbone minilm --seed 0
 run digits --task digits --backbone minilm --seed 0
