@@ -57,11 +57,16 @@ class BatchStream:
     """Shuffled training batches, epoch after epoch, in an order fixed by `seed`; `state()` → `restore()` rebuilds
     the stream at the same batch. Batches are those of DataLoader(RandomSampler(generator=seed)), draw for draw."""
 
-    def __init__(self, split: Dataset, batch_size: int, seed: int) -> None:
+    def __init__(self, split: Dataset, batch_size: int, seed: int, pin_memory: bool = False) -> None:
         self.batch_size = batch_size
         self.sampler = ResumableSampler(split, torch.Generator().manual_seed(seed))
         self.loader = DataLoader(
-            split, batch_size=batch_size, sampler=self.sampler, collate_fn=collate, drop_last=len(split) >= batch_size
+            split,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            collate_fn=collate,
+            drop_last=len(split) >= batch_size,
+            pin_memory=pin_memory,  # page-locked batches: the copy to a GPU runs without blocking the host
         )
         self.iterator = None
         self.position = 0  # batches taken from the current epoch

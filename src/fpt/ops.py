@@ -1,0 +1,49 @@
+"""Fast paths for the frozen body: dropout and attention that compute what PyTorch's would, for less.
+
+Measured on a 2-core CPU (minilm, bit-memory, one FPT step; `fpt bench` has the numbers): torch's CPU dropout draws
+one Mersenne-Twister number per element through `bernoulli_`, about 10% of a step, and CPU scaled-dot-product
+attention has no fused kernel with dropout, so in training it falls back to a math path with NaN guards over every
+(B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random draws (four masks per draw), and
+training attention on the CPU is written out with that dropout. Everything else goes to PyTorch's own kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_INT16_LOW = -(2**15)
+
+
+def random_int16(shape: torch.Size | tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Uniform int16 in [-32768, 32767], four per 64-bit number drawn from torch's default generator."""
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)  # 64 random bits
+    return words.view(torch.int16)[:n].view(shape)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout(x, p, training). On the CPU the keep mask is drawn 16 bits per element, so p is rounded to a
+    multiple of 1/65536 (0.1 → 0.100006); elsewhere it is F.dropout itself."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    keep = random_int16(x.shape, x.device) >= _INT16_LOW + round(p * 65536)  # (...) bool: 1 byte per element saved
+    return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - p))
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor | None, p: float, training: bool
+) -> torch.Tensor:
+    """Softmax attention: q (B, H, Tq, d), k and v (B, H, T, d), keys (B, 1, 1, T) bool (True: a real token) or
+    None (all real) → (B, H, Tq, d), with dropout p on the attention probabilities in training."""
+    p = p if training else 0.0
+    if p == 0.0 or q.device.type != "cpu":  # fused kernels: flash / memory-efficient, with dropout on CUDA
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))  # (B, H, Tq, T)
+    if keys is not None:
+        scores = scores.masked_fill(~keys, torch.finfo(scores.dtype).min)
+    return torch.matmul(dropout(scores.softmax(-1), p, True), v)
