@@ -72,3 +72,21 @@ def test_attention_training_path_matches_sdpa_without_dropout():
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keys)
     # p below 1/65536 rounds to no dropped entry: the written-out CPU path, without randomness
     torch.testing.assert_close(ops.attention(q, k, v, keys, 1e-9, True), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_with_dropout_gradients():
+    """The hand-written backward of CPU attention with dropout equals autograd's through the same dropped entries."""
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 6, 4, requires_grad=True) for _ in range(3))
+    keys = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])[:, None, None, :]
+    grad = torch.randn(2, 3, 6, 4)
+    torch.manual_seed(7)
+    out = ops.attention(q, k, v, keys, 0.3, True)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    torch.manual_seed(7)  # the same draw: the mask the fast path used
+    scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
+    drop = ops.random_int16(scores.shape, scores.device) < -(2**15) + round(0.3 * 65536)
+    expected = scores.softmax(-1).masked_fill(drop, 0.0) / 0.7 @ v
+    torch.testing.assert_close(out, expected)
+    for a, b in zip(ours, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
+        torch.testing.assert_close(a, b)

@@ -43,7 +43,38 @@ def attention(
     p = p if training else 0.0
     if p == 0.0 or q.device.type != "cpu":  # fused kernels: flash / memory-efficient, with dropout on CUDA
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))  # (B, H, Tq, T)
-    if keys is not None:
-        scores = scores.masked_fill(~keys, torch.finfo(scores.dtype).min)
-    return torch.matmul(dropout(scores.softmax(-1), p, True), v)
+    return DropoutAttention.apply(q, k, v, keys, p)
+
+
+class DropoutAttention(torch.autograd.Function):
+    """CPU attention with dropout on the probabilities, by hand: it keeps the probabilities and the 1-byte keep mask
+    for backward, not the dropped probabilities as well (recomputed there in one pass), and reuses its (B, H, Tq, T)
+    buffers in place: (B, H, Tq, T) tensors are most of a long sequence's step."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, q, k, v, keys, p):
+        scale = q.shape[-1] ** -0.5
+        probs = torch.matmul(q * scale, k.transpose(-2, -1))  # (B, H, Tq, T) scores
+        if keys is not None:
+            probs.masked_fill_(~keys, torch.finfo(probs.dtype).min)
+        probs = probs.softmax(-1)
+        drop = random_int16(probs.shape, probs.device) < _INT16_LOW + round(p * 65536)  # as `dropout` draws it
+        ctx.save_for_backward(q, k, v, probs, drop)
+        ctx.scale, ctx.keep_scale = scale, 1.0 / (1.0 - p)
+        return torch.matmul(probs.masked_fill(drop, 0.0).mul_(ctx.keep_scale), v)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad):  # grad (B, H, Tq, d)
+        q, k, v, probs, drop = ctx.saved_tensors
+        dropped = probs.masked_fill(drop, 0.0).mul_(ctx.keep_scale)
+        grad_v = torch.matmul(dropped.transpose(-2, -1), grad)
+        del dropped
+        grad_probs = torch.matmul(grad, v.transpose(-2, -1)).masked_fill_(drop, 0.0).mul_(ctx.keep_scale)
+        # through softmax: probs · (g − Σ probs · g), in place
+        grad_probs.mul_(probs)
+        grad_scores = grad_probs.addcmul_(probs, grad_probs.sum(-1, keepdim=True), value=-1.0)
+        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
+        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q).mul_(ctx.scale)
+        return grad_q, grad_k, grad_v, None, None
