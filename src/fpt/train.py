@@ -23,7 +23,7 @@ from fpt.errors import FPTError
 from fpt.model import MODELS
 from fpt.patch import TRAINED_FILE, write_trained
 from fpt.results import environment, write_atomic, write_json, write_jsonl
-from fpt.tasks import Task, collate, get_task
+from fpt.tasks import Task, TaskSpec, collate, get_task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,11 +38,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(cfg: TrainConfig, task: Task) -> nn.Module:
-    """The model `cfg.model` builds for `task` (FPT by default), with requires_grad set by `cfg.train`, seeded by
-    `cfg.seed`."""
+def build_model(cfg: TrainConfig, task: Task | TaskSpec) -> nn.Module:
+    """The model `cfg.model` builds for `task` (or a bare task spec; FPT by default), with requires_grad set by
+    `cfg.train`, seeded by `cfg.seed`."""
     torch.manual_seed(cfg.seed)
-    model = MODELS.build(cfg.model, cfg=cfg, spec=task.spec)
+    model = MODELS.build(cfg.model, cfg=cfg, spec=task.spec if isinstance(task, Task) else task)
     freeze.apply(model, freeze.parse_groups(cfg.train))
     return model
 
@@ -117,12 +117,12 @@ class Stepper:
     def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(self.cfg.precision, self.device):
             loss = loss_fn(self.model(x, mask), y)
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.clip:
             nn.utils.clip_grad_norm_(self.trainable, self.cfg.clip)
         self.optimizer.step()
         self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)  # gradients are not held between steps (nor through a forward)
         return loss.detach()
 
 
