@@ -82,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fpt.distributed import launched
     from fpt.train import train
 
     if args.resume and not args.out:
@@ -97,6 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
         return 0
     result = train(cfg, out=args.out, quiet=args.quiet, resume=args.resume)
+    if not launched().main:  # a data-parallel run reports once, from rank 0
+        return 0
     where = f" → {Path(args.out) / 'result.json'}" if args.out else ""
     print(
         f"{result['task']} {result['backbone']}/{result['init']} seed {result['seed']}: "

@@ -12,13 +12,14 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from fpt import freeze
 from fpt.cache import reservoir
 from fpt.checkpoint import BatchStream, Checkpointer, Progress
 from fpt.config import TrainConfig
+from fpt.distributed import Group, join, launched, leave, parallel
 from fpt.errors import FPTError
 from fpt.model import MODELS
 from fpt.patch import TRAINED_FILE, write_trained
@@ -54,24 +55,31 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, split: Dataset, batch_size: int, device: torch.device, precision: str = "fp32"
+    model: nn.Module,
+    split: Dataset,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    group: Group | None = None,
 ) -> dict[str, float]:
     """Accuracy (over every prediction: per bit for the bit tasks) and loss on a whole split. Sums stay on the device
-    until the split is done: one sync per evaluation, not per batch."""
+    until the split is done: one sync per evaluation, not per batch. In a data-parallel run each process evaluates
+    its share of the split and the sums are added up."""
+    group = group or Group()
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    total = 0
-    for x, mask, y in DataLoader(split, batch_size=batch_size, collate_fn=collate):
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct predictions, predictions
+    shard = Subset(split, group.shard(len(split))) if group.world > 1 else split
+    for x, mask, y in DataLoader(shard, batch_size=batch_size, collate_fn=collate):
         x, mask, y = x.to(device), mask.to(device), y.to(device)
         with autocast(precision, device):
             logits = model(x, mask)  # (B, K, C)
-        loss_sum += nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        correct += (logits.argmax(-1) == y).sum()
-        total += y.numel()
+        sums[0] += nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+        sums[1] += (logits.argmax(-1) == y).sum()
+        sums[2] += y.numel()
     model.train(was_training)
-    return {"accuracy": correct.item() / total, "loss": loss_sum.item() / total}
+    loss, correct, total = group.sum(sums).tolist()
+    return {"accuracy": correct / total, "loss": loss / total}
 
 
 def lr_lambda(cfg: TrainConfig, steps: int):
@@ -101,7 +109,9 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
 
 class Stepper:
     """One optimisation step, as the training loop (and `fpt bench`) runs it. It returns the loss detached, on the
-    device: the loop reads losses back once per validation, so a GPU never waits on the host between steps."""
+    device: the loop reads losses back once per validation, so a GPU never waits on the host between steps.
+    In a data-parallel run (`world` processes, `global_batch` rows per step over all of them) the loss is this rank's
+    share of the global batch's mean loss, times `world`: DDP's gradient average is then the global batch's."""
 
     def __init__(
         self,
@@ -110,13 +120,18 @@ class Stepper:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         device: torch.device,
+        world: int = 1,
+        global_batch: int = 0,
     ) -> None:
         self.cfg, self.model, self.optimizer, self.scheduler, self.device = cfg, model, optimizer, scheduler, device
+        self.world, self.global_batch = world, global_batch
         self.trainable = [p for p in model.parameters() if p.requires_grad]
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(self.cfg.precision, self.device):
             loss = loss_fn(self.model(x, mask), y)
+            if self.world > 1:
+                loss = loss * (y.shape[0] * self.world / self.global_batch)
         loss.backward()
         if self.cfg.clip:
             nn.utils.clip_grad_norm_(self.trainable, self.cfg.clip)
@@ -138,10 +153,27 @@ def train(
     `resume` continues the killed run in `out` from its checkpoint and ends with the numbers of an unbroken run."""
     if resume and out is None:
         raise FPTError("resuming a run needs its folder: give out (--out DIR)")
+    group = launched()  # several processes under torchrun / accelerate launch: data parallel (fpt.distributed)
+    device, started = join(group, resolve_device(cfg.device))
+    try:
+        return run(cfg, out, quiet, task, resume, group, device)
+    finally:
+        leave(started)
+
+
+def run(
+    cfg: TrainConfig,
+    out: str | Path | None,
+    quiet: bool,
+    task: Task | None,
+    resume: bool,
+    group: Group,
+    device: torch.device,
+) -> dict[str, Any]:
+    """fpt.train's loop, in this process of `group`."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(cfg.device)
     task = task or get_task(cfg.task, **cfg.task_args)
     spec = task.spec
     steps = cfg.steps or spec.default_steps
@@ -155,11 +187,18 @@ def train(
         model.compile()  # compiles the forward in place: parameter names, groups and saved files are unchanged
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
-    step_once = Stepper(cfg, model, optimizer, scheduler, device)
     groups = freeze.parse_groups(cfg.train)
-    batches = BatchStream(task.splits["train"], cfg.batch_size, cfg.seed, pin_memory=device.type == "cuda")
+    batches = BatchStream(task.splits["train"], cfg.batch_size, cfg.seed, device.type == "cuda", group)
+    if batches.global_size < group.world:
+        raise FPTError(f"a batch of {batches.global_size} cannot be split over {group.world} processes")
+    if group.world > 1:
+        torch.manual_seed(cfg.seed * 1_000_003 + group.rank)  # each process its own dropout masks
+    net = parallel(model, group, device)  # DDP over the processes; the model itself in one
+    step_once = Stepper(cfg, net, optimizer, scheduler, device, group.world, batches.global_size)
     resolved = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})
-    checkpoints = Checkpointer(out, resolved, model, groups, optimizer, scheduler, batches) if out is not None else None
+    checkpoints = (
+        Checkpointer(out, resolved, model, groups, optimizer, scheduler, batches, group) if out is not None else None
+    )
 
     best = {"step": 0, "accuracy": -1.0, "loss": math.inf}
     best_state = freeze.trained_state(model, groups)
@@ -178,7 +217,7 @@ def train(
         total=steps,
         initial=step,
         desc=f"{cfg.task} {cfg.backbone}/{cfg.init}",
-        disable=quiet,
+        disable=quiet or not group.main,
         dynamic_ncols=True,
         file=sys.stderr,
     )
@@ -187,11 +226,11 @@ def train(
     for step in range(first, last + 1):
         x, mask, y = (t.to(device, non_blocking=True) for t in next(batches))
         window.append(step_once(x, mask, y))
-        samples += y.shape[0]
+        samples += batches.global_size
         bar.update()
         if step % eval_every and step != steps:
             continue
-        losses = torch.stack(window).tolist()  # the one host-device sync of the window
+        losses = (group.sum(torch.stack(window)) / group.world).tolist()  # the window's one host-device sync
         train_seconds += time.perf_counter() - window_started
         window = []
         bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
@@ -201,7 +240,7 @@ def train(
                 f"training loss became {losses[bad]} at step {step - len(losses) + 1 + bad} (lr {cfg.lr}); lower "
                 f"--lr, or check the task's inputs for nan/inf"
             )
-        val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device, cfg.precision)
+        val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device, cfg.precision, group)
         row = {
             "step": step,
             "train_loss": sum(losses) / len(losses),
@@ -221,7 +260,7 @@ def train(
             best = {"step": step, **val}
             best_state = freeze.trained_state(model, groups)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{val['accuracy']:.4f}")
-        if quiet:
+        if quiet and group.main:
             print(
                 f"{cfg.task} {cfg.backbone}/{cfg.init} seed {cfg.seed} step {step}/{steps} "
                 f"loss {row['train_loss']:.4f} val_acc {val['accuracy']:.4f}",
@@ -238,7 +277,7 @@ def train(
     bar.close()
 
     load_trained(model, best_state)
-    test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device, cfg.precision)
+    test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device, cfg.precision, group)
     result = {
         "task": cfg.task,
         "model": cfg.model,
@@ -259,6 +298,7 @@ def train(
         "test_loss": test["loss"],
         "train_seconds": round(train_seconds, 3),
         "samples_per_second": round(samples / max(train_seconds, 1e-9), 2),
+        "processes": group.world,
         "task_spec": spec.to_dict(),
         "task_info": task.info,
         "backbone_source": getattr(getattr(model, "backbone", None), "source", None),
@@ -266,7 +306,7 @@ def train(
         "environment": environment(device),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    if out is not None:
+    if out is not None and group.main:
         out = Path(out)
         write_trained(out / TRAINED_FILE, model, groups, resolved, spec)
         write_jsonl(out / "curve.jsonl", curve)
