@@ -31,8 +31,13 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
-    keep = random_int16(x.shape, x.device) >= _INT16_LOW + round(p * 65536)  # (...) bool: 1 byte per element saved
-    return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - p))
+    return x.mul(keep_mask(x.shape, p, x.device)).mul_(1.0 / (1.0 - p))
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
+    """1 where an element is kept (probability 1 − p, rounded to 1/65536), else 0, as uint8: one byte per element,
+    and float × uint8 runs several times faster on the CPU than masked_fill or where with a bool mask."""
+    return (random_int16(shape, device) >= _INT16_LOW + round(p * 65536)).view(torch.uint8)
 
 
 def attention(
@@ -59,22 +64,21 @@ class DropoutAttention(torch.autograd.Function):
         if keys is not None:
             probs.masked_fill_(~keys, torch.finfo(probs.dtype).min)
         probs = probs.softmax(-1)
-        drop = random_int16(probs.shape, probs.device) < _INT16_LOW + round(p * 65536)  # as `dropout` draws it
-        ctx.save_for_backward(q, k, v, probs, drop)
+        keep = keep_mask(probs.shape, p, probs.device)
+        ctx.save_for_backward(q, k, v, probs, keep)
         ctx.scale, ctx.keep_scale = scale, 1.0 / (1.0 - p)
-        return torch.matmul(probs.masked_fill(drop, 0.0).mul_(ctx.keep_scale), v)
+        return torch.matmul(probs.mul(keep).mul_(ctx.keep_scale), v)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):  # grad (B, H, Tq, d)
-        q, k, v, probs, drop = ctx.saved_tensors
-        dropped = probs.masked_fill(drop, 0.0).mul_(ctx.keep_scale)
-        grad_v = torch.matmul(dropped.transpose(-2, -1), grad)
-        del dropped
-        grad_probs = torch.matmul(grad, v.transpose(-2, -1)).masked_fill_(drop, 0.0).mul_(ctx.keep_scale)
+        q, k, v, probs, keep = ctx.saved_tensors
+        buffer = probs.mul(keep).mul_(ctx.keep_scale)  # the dropped probabilities, then the gradient through them
+        grad_v = torch.matmul(grad.transpose(-2, -1), buffer).transpose(-2, -1)  # transposes of (d, T), not (T, T)
+        grad_probs = torch.matmul(grad, v.transpose(-2, -1), out=buffer).mul_(keep).mul_(ctx.keep_scale)
         # through softmax: probs · (g − Σ probs · g), in place
         grad_probs.mul_(probs)
         grad_scores = grad_probs.addcmul_(probs, grad_probs.sum(-1, keepdim=True), value=-1.0)
         grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
-        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q).mul_(ctx.scale)
+        grad_k = torch.matmul(q.transpose(-2, -1), grad_scores).transpose(-2, -1).mul_(ctx.scale)
         return grad_q, grad_k, grad_v, None, None
