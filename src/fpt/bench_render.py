@@ -52,6 +52,19 @@ def same_loss_line(shape: dict[str, Any]) -> str:
     )
 
 
+def flops_line(shape: dict[str, Any]) -> str:
+    """Counted FLOPs side by side: the work a row's time ratio is up against."""
+    flops = {name: row["flops_per_step"] for name, row in shape["rows"].items()}
+    return (
+        f"Counted work ({shape['name']}): fpt's step is {flops['fpt'] / flops['reference']:.2f}× the reference's "
+        f"FLOPs (the last layer runs on the read-out tokens only) and {flops['fpt'] / flops['full']:.2f}× full "
+        f"fine-tuning's (no weight gradients); inference is {flops['inference'] / flops['fpt']:.2f}× fpt's step."
+        if "inference" in flops
+        else f"Counted work ({shape['name']}): fpt's step is {flops['fpt'] / flops['reference']:.2f}× the "
+        f"reference's FLOPs and {flops['fpt'] / flops['full']:.2f}× full fine-tuning's."
+    )
+
+
 def print_text(record: dict[str, Any], file=sys.stdout) -> None:
     lines = table(record)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
@@ -105,7 +118,11 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"| {t['shape']} | {t['what']} | {value} | {t['op']} {bound} | {'met' if t['met'] else '**not met**'} |"
         )
     out.append("")
-    out += [same_loss_line(shape) + "\n" for shape in record["shapes"] if shape["same_loss"]]
+    for shape in record["shapes"]:
+        out += [same_loss_line(shape), ""] if shape["same_loss"] else []
+        out += [flops_line(shape), ""] if {"fpt", "reference", "full"} <= set(shape["rows"]) else []
+        if "reservoir" in shape["rows"]:
+            out += [f"Reservoir ({shape['name']}): {shape['rows']['reservoir']['note']}, once.", ""]
     hw = env["hardware"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     out += [
@@ -113,7 +130,7 @@ def render_markdown(record: dict[str, Any]) -> str:
         "## Setup",
         "",
         f"- Device: {hw['device']}" + (f" ({hw['gpu']})" if hw.get("gpu") else "") + f"; CPU: {hw['cpu']}, "
-        f"{hw['cpu_count']} cores, {s['threads']} torch threads; {hw['platform']}",
+        f"{hw['cpu_count']} cores, torch threads {s['threads']}; {hw['platform']}",
         f"- Precision {s['precision']}, compile {s['compile']}, backbone {s['backbone']}, dropout {s['dropout']}, "
         f"{s['repeats']} timed repeats after {s['warmup']} warm-up steps per row",
         f"- Load average (1 min) {record['load_average']['before'][0]:.2f} before, "

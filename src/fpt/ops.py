@@ -4,7 +4,8 @@ Measured on a 2-core CPU (minilm, bit-memory, one FPT step; `fpt bench` has the 
 one Mersenne-Twister number per element through `bernoulli_`, about 10% of a step, and CPU scaled-dot-product
 attention has no fused kernel with dropout, so in training it falls back to a math path with NaN guards over every
 (B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random draws (four masks per draw), and
-training attention on the CPU is written out with that dropout. Everything else goes to PyTorch's own kernels.
+CPU training attention with dropout is one autograd function (DropoutAttention). Everything else goes to PyTorch's
+own kernels.
 """
 
 from __future__ import annotations
