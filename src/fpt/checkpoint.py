@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from fpt import freeze
 from fpt.config import PLACEMENT_FIELDS, TrainConfig, make_config
+from fpt.distributed import Group, RankBatches
 from fpt.errors import FPTError
 from fpt.patch import (
     frozen_fingerprint,
@@ -55,13 +56,21 @@ class ResumableSampler(RandomSampler):
 
 class BatchStream:
     """Shuffled training batches, epoch after epoch, in an order fixed by `seed`; `state()` → `restore()` rebuilds
-    the stream at the same batch. Batches are those of DataLoader(RandomSampler(generator=seed)), draw for draw."""
+    the stream at the same batch. Batches are those of DataLoader(RandomSampler(generator=seed)), draw for draw; in a
+    data-parallel run, `group`'s rows of each (fpt.distributed)."""
 
-    def __init__(self, split: Dataset, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, split: Dataset, batch_size: int, seed: int, pin_memory: bool = False, group: Group | None = None
+    ) -> None:
         self.batch_size = batch_size
+        self.global_size = min(batch_size, len(split))  # rows per step, over all processes
         self.sampler = ResumableSampler(split, torch.Generator().manual_seed(seed))
+        batches = BatchSampler(self.sampler, batch_size, drop_last=len(split) >= batch_size)
         self.loader = DataLoader(
-            split, batch_size=batch_size, sampler=self.sampler, collate_fn=collate, drop_last=len(split) >= batch_size
+            split,
+            batch_sampler=RankBatches(batches, group or Group()),
+            collate_fn=collate,
+            pin_memory=pin_memory,  # page-locked batches: the copy to a GPU runs without blocking the host
         )
         self.iterator = None
         self.position = 0  # batches taken from the current epoch
@@ -142,8 +151,10 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         batches: BatchStream,
+        group: Group | None = None,
     ) -> None:
         self.path = Path(out) / CHECKPOINT_FILE
+        self.group = group or Group()  # every rank saves and loads; rank 0 alone writes
         self.config = json.loads(json.dumps(config.model_dump()))  # as it reads back from JSON
         self.model, self.groups, self.optimizer, self.scheduler, self.batches = (
             model, groups, optimizer, scheduler, batches,
@@ -158,14 +169,20 @@ class Checkpointer:
         return self._fingerprint
 
     def save(self, progress: Progress) -> None:
+        rng = self.group.gather(torch.get_rng_state())  # each rank's dropout stream
+        rng_cuda = self.group.gather(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else []
+        if not self.group.main:
+            return
         optimizer = self.optimizer.state_dict()
         tensors = {f"trained/{n}": t for n, t in freeze.trained_state(self.model, self.groups).items()}
         tensors |= {f"best/{n}": t for n, t in progress.best_state.items()}
         tensors |= {f"optimizer/{i}/{k}": v for i, s in optimizer["state"].items() for k, v in s.items()}
         epoch_start, position = self.batches.state()
-        tensors |= {"rng/torch": torch.get_rng_state(), "rng/sampler": epoch_start}
+        tensors |= {"rng/torch": rng[0], "rng/sampler": epoch_start}
         if self.device.type == "cuda":
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+            tensors["rng/cuda"] = rng_cuda[0]
+        tensors |= {f"rng/torch/{rank}": state for rank, state in enumerate(rng) if rank}  # ranks 1.. of a parallel run
+        tensors |= {f"rng/cuda/{rank}": state for rank, state in enumerate(rng_cuda) if rank}
         save_safetensors(
             self.path,
             tensors,
@@ -191,8 +208,8 @@ class Checkpointer:
 
     def load(self) -> Progress | None:
         """Restore the run from its checkpoint; None (and a note) when there is none yet."""
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a write cut short by SIGKILL
-            stale.unlink(missing_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp") if self.group.main else ():
+            stale.unlink(missing_ok=True)  # a write cut short by SIGKILL
         if not self.path.is_file():
             print(f"fpt: {no_checkpoint(self.path.parent)}; starting the run from step 0", file=sys.stderr)
             return None
@@ -215,9 +232,10 @@ class Checkpointer:
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         self.scheduler.load_state_dict(meta["scheduler"])
         self.batches.restore(tensors["rng/sampler"], meta["position"])
-        torch.set_rng_state(tensors["rng/torch"])  # after restore(): see BatchStream.restore
-        if "rng/cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+        own = f"/{self.group.rank}" if f"rng/torch/{self.group.rank}" in tensors else ""  # rank 0's: "rng/torch"
+        torch.set_rng_state(tensors["rng/torch" + own])  # after restore(): see BatchStream.restore
+        if f"rng/cuda{own}" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[f"rng/cuda{own}"], self.device)
         counters = meta["counters"]
         return Progress(
             step=meta["step"],
@@ -232,4 +250,5 @@ class Checkpointer:
         )
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.group.main:
+            self.path.unlink(missing_ok=True)

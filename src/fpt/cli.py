@@ -1,4 +1,4 @@
-"""The `fpt` command line: `fpt train`, `fpt list`, `fpt demo`.
+"""The `fpt` command line: `fpt train`, `fpt list`, `fpt demo`, `fpt bench`, ...
 
 Options of `fpt train` are generated from TrainConfig's typed fields, so the CLI, YAML configs and the Python
 API share one definition. Precedence: defaults < --config FILE.yaml < command-line options.
@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   fpt train --resume --out runs/xor                    # continue a killed run from its last checkpoint
   fpt export runs/xor --out xor.fpt.safetensors
   fpt serve --patch xor.fpt.safetensors --patch digits.fpt.safetensors
+  fpt bench --json results/bench/cpu.json && fpt bench --render results/bench/cpu.json > BENCHMARKS.md
 """
 
 
@@ -81,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fpt.distributed import launched
     from fpt.train import train
 
     if args.resume and not args.out:
@@ -96,6 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
         return 0
     result = train(cfg, out=args.out, quiet=args.quiet, resume=args.resume)
+    if not launched().main:  # a data-parallel run reports once, from rank 0
+        return 0
     where = f" → {Path(args.out) / 'result.json'}" if args.out else ""
     print(
         f"{result['task']} {result['backbone']}/{result['init']} seed {result['seed']}: "
@@ -234,6 +238,69 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fpt import bench, bench_render
+    from fpt.results import read_json, write_json
+
+    if args.render:
+        try:
+            record = read_json(args.render)
+        except (OSError, ValueError) as err:
+            raise FPTError(f"cannot read bench record {args.render}: {err}") from None
+        print(bench_render.render_markdown(record), end="")
+        return 0
+    record = bench.run_bench(
+        backbone=args.backbone,
+        backbone_path=args.backbone_path,
+        shapes=[bench.parse_shape(s) for s in args.shape] if args.shape else None,
+        rows=[r.strip() for r in args.rows.split(",") if r.strip()],
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        threads=args.threads,
+        seed=args.seed,
+        command=" ".join(["fpt", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None,
+    )
+    bench_render.print_text(record)
+    if args.json:
+        write_json(args.json, record)
+        print(f"→ {args.json}")
+    return 0
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time fpt's FPT step against a plain transformers reference, full fine-tuning, the reservoir and "
+        "inference, side by side",
+        description="Measure, in one run on the same backbone, shapes and batch: fpt's FPT training step, the "
+        "straightforward transformers reference, full fine-tuning, output-only training on cached features and "
+        "inference: step time (median of interleaved repeats), samples/s, tokens/s, peak memory, counted FLOPs and "
+        "MFU against a dense matmul timed in the same run; then the ratios and targets.",
+    )
+    p.add_argument("--backbone", default="minilm", help="backbone name (default minilm)")
+    p.add_argument("--backbone-path", metavar="DIR", help="local folder for hub backbones")
+    p.add_argument("--shape", action="append", metavar="NAME=BATCHxTOKENS",
+                   help="a shape (repeat); names starting bit-memory use that task's token layout, others a "
+                   "1-feature, 10-class layout; default: bit-memory=32x120 and long=8x512 on a CPU (GPU: 256x120, "
+                   "32x512; long = 1024 tokens or the backbone's position limit)")  # fmt: skip
+    p.add_argument("--rows", default=",".join(("fpt", "reference", "full", "reservoir", "inference")),
+                   help="comma list of rows (default all: fpt,reference,full,reservoir,inference)")  # fmt: skip
+    p.add_argument("--repeats", type=int, help="timed repeats per row (default 5 on a CPU, 20 on a GPU)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per row first (default 2)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="fp32, or bf16 autocast; auto: bf16 on a GPU, fp32 on a CPU")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="torch.compile fpt's rows (not the reference)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0, help="seed for the models' initialisation and the batch")
+    p.add_argument("--json", metavar="FILE", help="also write the full record (settings, environment, load) here")
+    p.add_argument("--render", metavar="FILE", help="print BENCHMARKS.md (markdown) from a --json record and exit")
+    p.set_defaults(func=cmd_bench)
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="fpt",
@@ -309,6 +376,7 @@ def build_parser() -> Parser:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.set_defaults(func=cmd_serve)
     add_sweep_commands(sub)
+    add_bench_parser(sub)
     return parser
 
 

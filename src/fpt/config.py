@@ -58,6 +58,10 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed for initialisation, data order and dropout")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: torch's choice")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32, or bf16 autocast (mixed precision; weights and optimizer state stay fp32)"
+    )
+    compile: bool = Field(False, description="torch.compile the model (pays off on GPUs; slower on CPU in fpt bench)")
     width: int | None = Field(
         None,
         gt=0,

@@ -49,14 +49,19 @@ def init_input_layer(layer: nn.Linear | nn.Embedding, how: InputInit, target_nor
             nn.init.zeros_(layer.bias)
 
 
+def last_positions(mask: torch.Tensor, k: int) -> torch.Tensor:
+    """mask (B, T) → (B, k): the positions of each sequence's last k real tokens (0 where it has fewer)."""
+    index = mask.sum(1, keepdim=True) - k + torch.arange(k, device=mask.device)  # (B, k)
+    return index.clamp(min=0)
+
+
 def readout(hidden: torch.Tensor, mask: torch.Tensor, how: str, k: int) -> torch.Tensor:
     """hidden (B, T, D), mask (B, T) → (B, k, D): the last k real tokens of each sequence, or the masked mean."""
     if how == "mean":
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).unsqueeze(1)
-    lengths = mask.sum(1)  # (B,)
-    index = lengths[:, None] - k + torch.arange(k, device=hidden.device)  # (B, k) positions of the last k tokens
-    return hidden.gather(1, index.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))
+    index = last_positions(mask, k)
+    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
 class FPT(nn.Module):
@@ -82,8 +87,10 @@ class FPT(nn.Module):
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, d) features or (B, T) token ids, mask (B, T) → read-out features (B, k, D)."""
-        hidden = self.backbone(self.input_layer(x), mask)  # (B, T, D)
-        return readout(hidden, mask, self.readout, self.num_outputs)
+        embeds = self.input_layer(x)  # (B, T, D)
+        if self.readout == "last":  # the backbone computes only what reaches the read-out tokens
+            return self.backbone.forward_at(embeds, mask, last_positions(mask, self.num_outputs))
+        return readout(self.backbone(embeds, mask), mask, self.readout, self.num_outputs)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, k, D) → logits (B, k · predictions_per_token, num_classes)."""

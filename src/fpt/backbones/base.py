@@ -53,6 +53,12 @@ class Backbone(nn.Module):
         """embeds (B, T, D) float, mask (B, T) bool with True at real tokens → hidden states (B, T, D)."""
         return self.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
 
+    def forward_at(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, k, D) at `positions` (B, k) only: what a last-k readout needs. A family that can skip
+        the last layer's work for the other tokens overrides this; by default the whole body runs and is gathered."""
+        hidden = self(embeds, mask)  # (B, T, D)
+        return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter of `self.model` in exactly one of BACKBONE_GROUPS, chosen by module structure."""
         raise NotImplementedError

@@ -2,6 +2,10 @@
 
 BERT's embedding block computes LayerNorm(input + position + token-type) before the first layer, so the input
 layer's scale decides how much position survives the norm (see fpt.model.init_input_layer).
+
+The body runs fpt's own forward over the transformers module's weights (the same math; tests compare it with
+BertModel's): its attention and dropout are fpt.ops', and `forward_at` runs the last layer for the read-out tokens
+only, since nothing else of that layer reaches the head.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import re
 import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
+from transformers.models.bert.modeling_bert import BertLayer
 
+from fpt import ops
 from fpt.backbones.base import BACKBONES, Backbone, check_loading, load_hf, params, set_dropout
 from fpt.errors import FPTError
 
@@ -24,6 +30,8 @@ class BertBackbone(Backbone):
 
     def __init__(self, model: BertModel, *, name: str, source: str, init: str) -> None:
         c = model.config
+        if getattr(c, "position_embedding_type", "absolute") != "absolute" or c.is_decoder:
+            raise FPTError(f"backbone {name!r}: fpt runs BERT encoders with absolute position embeddings only")
         super().__init__(
             model,
             name=name,
@@ -33,6 +41,23 @@ class BertBackbone(Backbone):
             max_positions=c.max_position_embeddings,
             causal=False,
         )
+
+    def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encode(embeds, mask, None)
+
+    def forward_at(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.encode(embeds, mask, positions)
+
+    def encode(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        """embeds (B, T, D), mask (B, T) → hidden states (B, T, D), or (B, k, D) at `positions` (B, k)."""
+        emb, layers = self.model.embeddings, self.model.encoder.layer
+        x = embeds + emb.token_type_embeddings.weight[0] + emb.position_embeddings.weight[: embeds.shape[1]]
+        x = ops.dropout(emb.LayerNorm(x), emb.dropout.p, self.training)  # (B, T, D)
+        # Without padding no key needs masking; on the CPU, checking costs no device sync.
+        keys = None if mask.device.type == "cpu" and bool(mask.all()) else mask[:, None, None, :]  # (B, 1, 1, T)
+        for i, layer in enumerate(layers):
+            x = bert_layer(layer, x, keys, positions if i == len(layers) - 1 else None, self.training)
+        return x
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         emb, layers = self.model.embeddings, self.model.encoder.layer
@@ -48,6 +73,25 @@ class BertBackbone(Backbone):
 
     def token_embeddings(self) -> torch.Tensor:
         return self.model.embeddings.word_embeddings.weight
+
+
+def bert_layer(
+    layer: BertLayer, x: torch.Tensor, keys: torch.Tensor | None, rows: torch.Tensor | None, training: bool
+) -> torch.Tensor:
+    """One BertLayer as transformers computes it, x (B, T, D) → (B, T, D); with `rows` (B, k) only those tokens'
+    outputs (B, k, D): their queries attend to every token's keys and values, the rest of the layer runs on k."""
+    b, t, d = x.shape
+    attention, out, ffn = layer.attention.self, layer.attention.output, layer.output
+    heads = attention.num_attention_heads
+    xq = x if rows is None else x.gather(1, rows[..., None].expand(-1, -1, d))  # (B, Tq, D)
+
+    def split(y: torch.Tensor) -> torch.Tensor:  # (B, T, D) → (B, H, T, D / H)
+        return y.view(b, y.shape[1], heads, d // heads).transpose(1, 2)
+
+    q, k, v = split(attention.query(xq)), split(attention.key(x)), split(attention.value(x))
+    a = ops.attention(q, k, v, keys, attention.dropout.p, training).transpose(1, 2).reshape(b, -1, d)  # (B, Tq, D)
+    y = out.LayerNorm(ops.dropout(out.dense(a), out.dropout.p, training) + xq)
+    return ffn.LayerNorm(ops.dropout(ffn.dense(layer.intermediate(y)), ffn.dropout.p, training) + y)
 
 
 def minilm_dir():

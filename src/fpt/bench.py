@@ -1,0 +1,516 @@
+"""`fpt bench`: what a frozen backbone saves, measured side by side in one run.
+
+Rows, on the same backbone, shapes and batch:
+  fpt        fpt's FPT training step (fpt.train.Stepper, the loop's own step)
+  reference  the step a user would write: transformers' AutoModel with eager attention, requires_grad=False by
+             parameter name (all but LayerNorm and position_embeddings), a linear input layer and head, plain Adam
+  full       full fine-tuning of fpt's model (train: all)
+  reservoir  output-only training on cached frozen features (train: output, cache_features)
+  inference  evaluation: fpt's forward under torch.inference_mode
+  matmul     a dense square matmul: the device's measured peak, the denominator of MFU
+
+Each row is warmed up, then the rows' repeats are interleaved round-robin, so load from other processes falls on
+every row alike; a row's step time is the median of its repeats. FLOPs are counted (torch.utils.flop_counter) on one
+eager step; peak memory is torch.cuda.max_memory_allocated on a GPU, and on the CPU the high-water mark of the bytes of
+live tensor storages over one step (parameters, gradients, optimizer state, activations and temporaries; see
+TensorBytes). The batch is fixed and already on the device: the rows time the step, not data loading.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from statistics import median
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from fpt.cache import HeadOnly
+from fpt.config import TrainConfig, make_config
+from fpt.errors import FPTError
+from fpt.results import environment
+from fpt.tasks import TaskSpec, get_task
+from fpt.train import Stepper, autocast, build_model, loss_fn, make_optimizer, resolve_device
+
+ROWS = ("fpt", "reference", "full", "reservoir", "inference")
+FORMAT = "fpt-bench/1"
+MIN_TIMED_SECONDS = 0.05  # a repeat runs a step this long at least (several in a row for tiny steps)
+TARGETS = {  # name → (what, comparison, bound)
+    "fpt_vs_reference_speed": ("fpt samples/s ÷ reference samples/s (CPU)", ">=", 1.3),
+    "same_loss": ("fpt loss − reference loss on the same batch, relative", "<=", None),
+    "fpt_vs_full_time": ("fpt step time ÷ full fine-tuning step time", "<=", 0.75),
+    "fpt_vs_full_memory": ("fpt peak memory ÷ full fine-tuning peak memory", "<=", 0.6),
+    "reservoir_vs_fpt_epoch": ("reservoir samples/s ÷ fpt samples/s (epoch speed-up)", ">=", 100.0),
+    "fpt_mfu_gpu": ("fpt MFU on a GPU at batch × tokens ≥ 16k", ">=", 0.35),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A benchmark shape: `batch` sequences of `tokens` tokens. Names starting with "bit-memory" take the bit-memory
+    task's token layout (50 features per token, the last 20 tokens read, 50 two-way predictions each); other names a
+    long-sequence classification layout like cifar10-lra's (1 feature per token, the last token read, 10 classes)."""
+
+    name: str
+    batch: int
+    tokens: int
+
+    def spec(self) -> TaskSpec:
+        if self.name.startswith("bit-memory"):
+            memory = get_task("bit-memory", train_size=1, val_size=1, test_size=1).spec
+            return TaskSpec(
+                self.name,
+                "bits",
+                "features",
+                input_dim=memory.input_dim,
+                num_classes=memory.num_classes,
+                max_tokens=self.tokens,
+                num_outputs=min(memory.num_outputs, self.tokens),
+                predictions_per_token=memory.predictions_per_token,
+            )
+        return TaskSpec(self.name, "sequence", "features", input_dim=1, num_classes=10, max_tokens=self.tokens)
+
+
+def parse_shape(text: str) -> Shape:
+    """ "bit-memory=32x120" → Shape("bit-memory", 32, 120)."""
+    try:
+        name, size = text.split("=")
+        batch, tokens = (int(n) for n in size.lower().split("x"))
+    except ValueError:
+        raise FPTError(f"--shape {text!r}: expected NAME=BATCHxTOKENS, e.g. bit-memory=32x120") from None
+    if not name or batch <= 0 or tokens <= 0:
+        raise FPTError(f"--shape {text!r}: expected a name and positive batch and token counts")
+    return Shape(name, batch, tokens)
+
+
+def default_shapes(device: torch.device, max_positions: int | None) -> list[Shape]:
+    """bit-memory's real 120 tokens, and a long sequence: 1024 tokens, or the backbone's position limit if shorter
+    (minilm: 512). Batches: 32 and 8 on a CPU; on a GPU 256 and 32 (batch × tokens ≥ 16k)."""
+    tokens = get_task("bit-memory", train_size=1, val_size=1, test_size=1).spec.max_tokens
+    long = min(1024, max_positions or 1024)
+    gpu = device.type == "cuda"
+    return [Shape("bit-memory", 256 if gpu else 32, tokens), Shape("long", (16384 // long) if gpu else 8, long)]
+
+
+class TensorBytes(TorchDispatchMode):
+    """Bytes of live tensor storages, and their high-water mark, while the mode is on: the storages of `alive`
+    (parameters, optimizer state, the batch) plus every storage an operator creates, each counted until it is freed.
+    Views share their base's storage and are counted once; allocator slack and the Python heap are not counted."""
+
+    def __init__(self, alive: Iterable[torch.Tensor]) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+        for t in alive:
+            self.track(t)
+
+    def track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = id(storage)  # storages keep their Python object for life, so id and finalizer follow the storage
+        if key in self.live or t.device.type == "meta":
+            return
+        self.live[key] = storage.nbytes()
+        self.current += self.live[key]
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self.free, key)
+
+    def free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+
+class Reference(nn.Module):
+    """The straightforward FPT a user would write with transformers: AutoModel with eager attention, frozen by
+    parameter name, a linear input layer, the last k hidden states, a linear head."""
+
+    def __init__(self, source: str, spec: TaskSpec, dropout: float) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        self.body = AutoModel.from_pretrained(
+            source,
+            attn_implementation="eager",
+            local_files_only=True,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+        for name, p in self.body.named_parameters():
+            p.requires_grad = any(k in name for k in ("LayerNorm", "position_embeddings"))
+        width = self.body.config.hidden_size
+        self.input_layer = nn.Linear(spec.input_dim, width)
+        self.head = nn.Linear(width, spec.predictions_per_token * spec.num_classes)
+        self.k, self.classes = spec.num_outputs, spec.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.body(inputs_embeds=self.input_layer(x)).last_hidden_state[:, -self.k :]  # (B, k, D)
+        return self.head(hidden).reshape(x.shape[0], -1, self.classes)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fixed_batch(spec: TaskSpec, batch: int, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:
+    """A batch with bit-memory-like inputs (±1 and 0) and random labels, the same for every row."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randint(0, 3, (batch, spec.max_tokens, spec.input_dim), generator=g) - 1).float()
+    y = torch.randint(0, spec.num_classes, (batch, spec.num_outputs * spec.predictions_per_token), generator=g)
+    mask = torch.ones(batch, spec.max_tokens, dtype=torch.bool)
+    return x.to(device), mask.to(device), y.to(device)
+
+
+@dataclass
+class Row:
+    """A row's step (a closure over its model and batch), what it holds (for memory) and how many it trains."""
+
+    step: Callable[[], Any]
+    holds: Callable[[], list[torch.Tensor]]
+    trainable_params: int
+    note: str = ""
+    model: nn.Module | None = None  # fpt's model of the row: compiled (with --compile) once FLOPs are counted
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+
+def module_tensors(*modules: nn.Module) -> list[torch.Tensor]:
+    return [t for m in modules for t in (*m.parameters(), *m.buffers())]
+
+
+def trained_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def train_row(cfg: TrainConfig, model: nn.Module, batch: tuple[torch.Tensor, ...], device: torch.device) -> Row:
+    optimizer = make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    step = Stepper(cfg, model, optimizer, scheduler, device)
+    return Row(
+        lambda: step(*batch),
+        lambda: [*module_tensors(model), *optimizer_tensors(optimizer)],
+        trained_count(model),
+        model=model,
+    )
+
+
+def build_rows(
+    names: list[str], cfg: TrainConfig, spec: TaskSpec, batch: tuple[torch.Tensor, ...], device: torch.device
+) -> tuple[dict[str, Row], dict[str, Any] | None]:
+    """The rows for one shape, and the same-loss check of fpt against the reference (None without both)."""
+    x, mask, y = batch
+    rows: dict[str, Row] = {}
+    fpt_model = build_model(cfg, spec).to(device).train()
+    if "fpt" in names:
+        rows["fpt"] = train_row(cfg, fpt_model, batch, device)
+    check = None
+    if "reference" in names:
+        if getattr(fpt_model.backbone, "family", "") != "bert":
+            raise FPTError("the reference row is written for BERT-family backbones (minilm, bert); drop it with --rows")
+        torch.manual_seed(cfg.seed)
+        reference = Reference(fpt_model.backbone.source, spec, cfg.dropout).to(device).train()
+        reference.input_layer.load_state_dict(fpt_model.input_layer.state_dict())  # the same initial weights
+        reference.head.load_state_dict(fpt_model.head.state_dict())
+        check = same_loss(fpt_model, reference, batch, cfg.precision, device)
+        optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=cfg.lr)
+
+        def reference_step() -> torch.Tensor:
+            with autocast(cfg.precision, device):
+                loss = nn.functional.cross_entropy(reference(x).flatten(0, 1), y.flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        rows["reference"] = Row(
+            reference_step,
+            lambda: [*module_tensors(reference), *optimizer_tensors(optimizer)],
+            trained_count(reference),
+            "transformers AutoModel, eager attention, frozen by name, plain Adam",
+        )
+    if "full" in names:
+        full = make_config({**cfg.model_dump(), "train": "all"})
+        model = build_model(full, spec).to(device).train()
+        rows["full"] = train_row(full, model, batch, device)
+    if "reservoir" in names:
+        head_cfg = make_config({**cfg.model_dump(), "train": "output", "cache_features": True, "compile": False})
+        model = build_model(head_cfg, spec).to(device).eval()
+        started = time.perf_counter()
+        with torch.no_grad(), autocast(cfg.precision, device):
+            features = model.forward_features(x, mask).float()  # (B, k, D): the cache, built once
+        sync(device)
+        cache_seconds = time.perf_counter() - started
+        row = train_row(head_cfg, HeadOnly(model).train(), (features, mask, y), device)
+        row.note, row.model = f"cache built in {cache_seconds * 1e3:.0f} ms for the batch", None
+        rows["reservoir"] = row
+    if "inference" in names:
+        model = build_model(cfg, spec).to(device).eval()
+
+        def infer() -> torch.Tensor:
+            with torch.inference_mode(), autocast(cfg.precision, device):
+                return model(x, mask)
+
+        rows["inference"] = Row(infer, lambda: module_tensors(model), 0, "torch.inference_mode, eval mode", model)
+    return rows, check
+
+
+def same_loss(
+    fpt_model: nn.Module, reference: Reference, batch: tuple[torch.Tensor, ...], precision: str, device: torch.device
+) -> dict[str, Any]:
+    """Loss and input-layer gradient of fpt and the reference on the same batch, same weights, dropout off."""
+    x, mask, y = batch
+    out: dict[str, Any] = {}
+    grads = []
+    for name, model, forward in (
+        ("fpt", fpt_model, lambda: fpt_model(x, mask)),
+        ("reference", reference, lambda: reference(x)),
+    ):
+        model.eval()
+        with autocast(precision, device):
+            loss = loss_fn(forward(), y)
+        loss.backward()
+        grads.append(model.input_layer.weight.grad.detach().clone())
+        model.zero_grad(set_to_none=True)
+        model.train()
+        out[f"{name}_loss"] = loss.item()
+    out["loss_difference"] = abs(out["fpt_loss"] - out["reference_loss"])
+    out["relative_difference"] = out["loss_difference"] / max(1.0, abs(out["reference_loss"]))
+    out["input_grad_relative_difference"] = ((grads[0] - grads[1]).abs().max() / grads[1].abs().max()).item()
+    out["tolerance"] = 2e-2 if precision == "bf16" else 1e-4
+    out["same"] = out["relative_difference"] <= out["tolerance"] and out["input_grad_relative_difference"] <= (
+        10 * out["tolerance"]
+    )
+    return out
+
+
+# FlopCounterMode knows the GPU attention kernels; the CPU flash kernel is counted with the same formulas.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v)
+    ),
+}
+
+
+def measure_step(row: Row, device: torch.device) -> tuple[int, int | None]:
+    """(FLOPs of one step, peak bytes over it on the CPU) from one untimed eager step after the first."""
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+    if device.type == "cuda":
+        with counter:
+            row.step()
+        return counter.get_total_flops(), None
+    with TensorBytes(row.holds()) as memory, counter:
+        row.step()
+    return counter.get_total_flops(), memory.peak
+
+
+def matmul_row(device: torch.device, dtype: torch.dtype) -> tuple[Row, int, int]:
+    """A dense n × n matmul (fp32 2048 on a CPU, bf16 8192 on a GPU): (row, n, FLOPs per step)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return Row(lambda: a @ b, lambda: [a, b], 0), n, 2 * n**3
+
+
+def timed(step: Callable[[], Any], times: int, device: torch.device) -> float:
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(times):
+        step()
+    sync(device)
+    return (time.perf_counter() - started) / times
+
+
+def run_interleaved(
+    rows: dict[str, Row], warmup: int, repeats: int, device: torch.device
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Warm every row up, then time repeats round-robin (A, B, C, A, B, C, ...): seconds per step, and (on a GPU)
+    each row's peak of torch.cuda.max_memory_allocated over its timed steps."""
+    inner, peaks = {}, {name: 0 for name in rows}
+    for name, row in rows.items():
+        for _ in range(max(warmup - 1, 0)):
+            row.step()
+        inner[name] = max(1, math.ceil(MIN_TIMED_SECONDS / timed(row.step, 1, device)))  # the last warm-up step
+    seconds: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(repeats):
+        for name, row in rows.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds[name].append(timed(row.step, inner[name], device))
+            if device.type == "cuda":
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
+    return seconds, peaks
+
+
+def bench_shape(
+    shape: Shape, names: list[str], cfg: TrainConfig, warmup: int, repeats: int, device: torch.device, seed: int
+) -> dict[str, Any]:
+    spec = shape.spec()
+    batch = fixed_batch(spec, shape.batch, device, seed)
+    rows, check = build_rows(names, cfg, spec, batch, device)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    matmul, n, matmul_flops = matmul_row(device, dtype)
+    for row in rows.values():
+        row.step()  # the optimizer's state exists from the first step on: measure a step like every later one
+    counted = {name: measure_step(row, device) for name, row in rows.items()}
+    for row in rows.values():
+        if cfg.compile and row.model is not None:
+            row.model.compile()  # after counting: FLOPs and CPU memory are those of the eager step
+    seconds, cuda_peaks = run_interleaved({**rows, "matmul": matmul}, warmup, repeats, device)
+    peak_flops = matmul_flops / median(seconds["matmul"])
+    out_rows = {}
+    for name, row in rows.items():
+        step = median(seconds[name])
+        flops, cpu_peak = counted[name]
+        out_rows[name] = {
+            "step_seconds": step,
+            "step_seconds_all": seconds[name],
+            "samples_per_second": shape.batch / step,
+            "tokens_per_second": shape.batch * shape.tokens / step,
+            "peak_bytes": cuda_peaks[name] if device.type == "cuda" else cpu_peak,
+            "flops_per_step": flops,
+            "flops_per_second": flops / step,
+            "mfu": flops / step / peak_flops,
+            "trainable_params": row.trainable_params,
+            "note": row.note,
+        }
+    return {
+        **asdict(shape),
+        "spec": spec.to_dict(),
+        "matmul": {
+            "n": n,
+            "dtype": str(dtype).removeprefix("torch."),
+            "step_seconds_all": seconds["matmul"],
+            "flops_per_second": peak_flops,
+            "flops_per_second_best": matmul_flops / min(seconds["matmul"]),
+        },
+        "rows": out_rows,
+        "same_loss": check,
+        "ratios": ratios(out_rows),
+    }
+
+
+def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
+    out = {}
+    if "fpt" in rows and "reference" in rows:
+        out["fpt_vs_reference_speed"] = rows["fpt"]["samples_per_second"] / rows["reference"]["samples_per_second"]
+    if "fpt" in rows and "full" in rows:
+        out["fpt_vs_full_time"] = rows["fpt"]["step_seconds"] / rows["full"]["step_seconds"]
+        out["fpt_vs_full_memory"] = rows["fpt"]["peak_bytes"] / rows["full"]["peak_bytes"]
+    if "fpt" in rows and "reservoir" in rows:
+        out["reservoir_vs_fpt_epoch"] = rows["reservoir"]["samples_per_second"] / rows["fpt"]["samples_per_second"]
+    if "fpt" in rows and "inference" in rows:
+        out["inference_vs_fpt_speed"] = rows["inference"]["samples_per_second"] / rows["fpt"]["samples_per_second"]
+    return out
+
+
+def check_targets(shapes: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    """Each target that applies, per shape, with its measured value and whether it is met."""
+    out = []
+    for shape in shapes:
+        values = dict(shape["ratios"])
+        if shape["same_loss"] is not None:
+            values["same_loss"] = shape["same_loss"]["relative_difference"]
+        if device.type != "cpu":
+            values.pop("fpt_vs_reference_speed", None)
+        if device.type == "cuda" and "fpt" in shape["rows"] and shape["batch"] * shape["tokens"] >= 16384:
+            values["fpt_mfu_gpu"] = shape["rows"]["fpt"]["mfu"]
+        for name, (what, op, bound) in TARGETS.items():
+            if name not in values:
+                continue
+            if name == "same_loss":
+                bound, met = shape["same_loss"]["tolerance"], shape["same_loss"]["same"]
+            else:
+                met = values[name] >= bound if op == ">=" else values[name] <= bound
+            out.append(
+                {"target": name, "what": what, "shape": shape["name"], "value": values[name], "op": op, "bound": bound,
+                 "met": met}
+            )  # fmt: skip
+    return out
+
+
+def run_bench(
+    backbone: str = "minilm",
+    backbone_path: str | None = None,
+    shapes: list[Shape] | None = None,
+    rows: Iterable[str] = ROWS,
+    repeats: int | None = None,
+    warmup: int = 2,
+    device: str = "auto",
+    dtype: str = "auto",
+    compile: bool = False,
+    threads: int | None = None,
+    seed: int = 0,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and return its record (what `fpt bench --json` writes)."""
+    names = [r for r in ROWS if r in set(rows)]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown or not names:
+        raise FPTError(f"unknown bench row {unknown[0] if unknown else ''!r}; choose from {', '.join(ROWS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as fpt train runs
+    dev = resolve_device(device)
+    precision = {"auto": "bf16" if dev.type == "cuda" else "fp32", "fp32": "fp32", "bf16": "bf16"}.get(dtype)
+    if precision is None:
+        raise FPTError(f"--dtype {dtype!r}: choose auto, fp32 or bf16")
+    repeats = repeats or (20 if dev.type == "cuda" else 5)
+    cfg = make_config(
+        {"backbone": backbone, "backbone_path": backbone_path, "precision": precision, "compile": compile, "seed": seed}
+    )
+    if shapes is None:
+        probe = build_model(cfg, Shape("bit-memory", 1, 1).spec())
+        shapes = default_shapes(dev, probe.backbone.max_positions)
+        del probe
+    started, load_before = time.perf_counter(), os.getloadavg()
+    results = [bench_shape(s, names, cfg, warmup, repeats, dev, seed) for s in shapes]
+    return {
+        "format": FORMAT,
+        "command": command or "fpt bench",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "settings": {
+            "backbone": backbone,
+            "backbone_path": backbone_path,
+            "device": str(dev),
+            "precision": precision,
+            "compile": compile,
+            "threads": torch.get_num_threads(),
+            "repeats": repeats,
+            "warmup": warmup,
+            "seed": seed,
+            "rows": names,
+            "dropout": cfg.dropout,
+            "lr": cfg.lr,
+        },
+        "methods": {
+            "time": "median of the repeats after warm-up; the rows' repeats interleaved round-robin",
+            "memory": "torch.cuda.max_memory_allocated over the timed steps"
+            if dev.type == "cuda"
+            else "high-water mark of live tensor-storage bytes over one eager step (parameters, gradients, "
+            "optimizer state, activations, temporaries), tracked by a TorchDispatchMode",
+            "flops": "torch.utils.flop_counter.FlopCounterMode over one eager step (matmuls and attention)",
+            "mfu": "achieved FLOP/s ÷ the median FLOP/s of the dense matmul row, timed in the same rounds",
+        },
+        "environment": environment(dev),
+        "shapes": results,
+        "targets": check_targets(results, dev),
+    }

@@ -1,0 +1,145 @@
+"""The printed table and BENCHMARKS.md, rendered from an `fpt bench` record (never typed by hand)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from fpt.bench import FORMAT
+from fpt.errors import FPTError
+
+
+def table(record: dict[str, Any]) -> list[list[str]]:
+    """The rows of the results table: a header, then one line per shape and row."""
+    lines = [["shape", "row", "step ms", "samples/s", "tokens/s", "peak MiB", "GFLOP/step", "GFLOP/s", "MFU"]]
+    for shape in record["shapes"]:
+        where = f"{shape['name']} {shape['batch']}×{shape['tokens']}"
+        for name, r in shape["rows"].items():
+            lines.append([
+                where,
+                name,
+                f"{r['step_seconds'] * 1e3:.1f}",
+                f"{r['samples_per_second']:,.1f}",
+                f"{r['tokens_per_second']:,.0f}",
+                "–" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:,.0f}",
+                f"{r['flops_per_step'] / 1e9:,.1f}",
+                f"{r['flops_per_second'] / 1e9:,.1f}",
+                f"{r['mfu']:.1%}",
+            ])  # fmt: skip
+        m = shape["matmul"]
+        peak = f"{m['flops_per_second'] / 1e9:,.1f}"
+        lines.append([where, f"matmul {m['n']}² {m['dtype']}", "", "", "", "", "", peak, "100%"])
+    return lines
+
+
+def value_and_bound(t: dict[str, Any]) -> tuple[str, str]:
+    if t["target"] == "same_loss":
+        return f"{t['value']:.2e}", f"{t['bound']:.0e}"
+    return f"{t['value']:.3g}", f"{t['bound']:g}"
+
+
+def target_line(t: dict[str, Any]) -> str:
+    value, bound = value_and_bound(t)
+    return f"{t['shape']}: {t['what']}: {value} (target {t['op']} {bound}) {'met' if t['met'] else 'NOT met'}"
+
+
+def same_loss_line(shape: dict[str, Any]) -> str:
+    check = shape["same_loss"]
+    return (
+        f"Same numerics ({shape['name']}): on the same batch with the same weights and dropout off, fpt's loss is "
+        f"{check['fpt_loss']:.6f} and the reference's {check['reference_loss']:.6f}; their input-layer gradients "
+        f"differ by {check['input_grad_relative_difference']:.1e} (relative)."
+    )
+
+
+def flops_line(shape: dict[str, Any]) -> str:
+    """Counted FLOPs side by side: the work a row's time ratio is up against."""
+    flops = {name: row["flops_per_step"] for name, row in shape["rows"].items()}
+    return (
+        f"Counted work ({shape['name']}): fpt's step is {flops['fpt'] / flops['reference']:.2f}× the reference's "
+        f"FLOPs (the last layer runs on the read-out tokens only) and {flops['fpt'] / flops['full']:.2f}× full "
+        f"fine-tuning's (no weight gradients); inference is {flops['inference'] / flops['fpt']:.2f}× fpt's step."
+        if "inference" in flops
+        else f"Counted work ({shape['name']}): fpt's step is {flops['fpt'] / flops['reference']:.2f}× the "
+        f"reference's FLOPs and {flops['fpt'] / flops['full']:.2f}× full fine-tuning's."
+    )
+
+
+def print_text(record: dict[str, Any], file=sys.stdout) -> None:
+    lines = table(record)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))),
+              file=file)  # fmt: skip
+    for shape in record["shapes"]:
+        if shape["same_loss"]:
+            print(same_loss_line(shape), file=file)
+    for t in record["targets"]:
+        print(target_line(t), file=file)
+    s, load = record["settings"], record["load_average"]
+    print(
+        f"{s['device']} {s['precision']}, {s['threads']} threads, {s['repeats']} repeats after {s['warmup']} warm-up; "
+        f"load average {load['before'][0]:.2f} → {load['after'][0]:.2f}; memory: {record['methods']['memory']}",
+        file=file,
+    )
+
+
+def render_markdown(record: dict[str, Any]) -> str:
+    """BENCHMARKS.md from a bench record: the command, the table, the targets, the hardware and versions."""
+    if record.get("format") != FORMAT:
+        raise FPTError(f"not an fpt bench record (format {record.get('format')!r}, expected {FORMAT!r})")
+    env, s = record["environment"], record["settings"]
+    git = env["git"]
+    lines = table(record)
+    out = [
+        "# Benchmarks",
+        "",
+        "Rendered by `fpt bench --render` from the JSON record a run of `fpt bench --json` wrote; do not edit by hand.",
+        "",
+        f"Command: `{record['command']}`",
+        "",
+        "| " + " | ".join(lines[0]) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(lines[0]))) + "|",
+        *("| " + " | ".join(c or " " for c in line) + " |" for line in lines[1:]),
+        "",
+        "Rows: `fpt` is fpt's FPT training step; `reference` the same model as a user would write it with "
+        "transformers (AutoModel, eager attention, frozen by parameter name, plain Adam); `full` full fine-tuning "
+        "(`--train all`); `reservoir` the head trained on cached frozen features; `inference` evaluation under "
+        "`torch.inference_mode`; `matmul` a dense square matmul, the peak MFU is measured against.",
+        "",
+        "## Targets",
+        "",
+        "| shape | target | measured | bound | |",
+        "|---|---|---:|---:|---|",
+    ]
+    for t in record["targets"]:
+        value, bound = value_and_bound(t)
+        out.append(
+            f"| {t['shape']} | {t['what']} | {value} | {t['op']} {bound} | {'met' if t['met'] else '**not met**'} |"
+        )
+    out.append("")
+    for shape in record["shapes"]:
+        out += [same_loss_line(shape), ""] if shape["same_loss"] else []
+        out += [flops_line(shape), ""] if {"fpt", "reference", "full"} <= set(shape["rows"]) else []
+        if "reservoir" in shape["rows"]:
+            out += [f"Reservoir ({shape['name']}): {shape['rows']['reservoir']['note']}, once.", ""]
+    hw = env["hardware"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    out += [
+        "",
+        "## Setup",
+        "",
+        f"- Device: {hw['device']}" + (f" ({hw['gpu']})" if hw.get("gpu") else "") + f"; CPU: {hw['cpu']}, "
+        f"{hw['cpu_count']} cores, torch threads {s['threads']}; {hw['platform']}",
+        f"- Precision {s['precision']}, compile {s['compile']}, backbone {s['backbone']}, dropout {s['dropout']}, "
+        f"{s['repeats']} timed repeats after {s['warmup']} warm-up steps per row",
+        f"- Load average (1 min) {record['load_average']['before'][0]:.2f} before, "
+        f"{record['load_average']['after'][0]:.2f} after; run took {record['seconds']:.0f} s, finished "
+        f"{record['finished_at']}",
+        f"- Commit {git['commit']}" + (" (with uncommitted changes)" if git["dirty"] else " (clean tree)"),
+        f"- Versions: {versions}",
+        "",
+        "Methods: " + "; ".join(f"{k}: {v}" for k, v in record["methods"].items()) + ".",
+        "",
+    ]
+    return "\n".join(out)

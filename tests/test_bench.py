@@ -1,0 +1,104 @@
+"""`fpt bench` on a tiny BERT: the record's fields, the same-loss check, the targets and the rendered markdown."""
+
+import json
+
+import pytest
+import torch
+
+from fpt.bench import ROWS, TensorBytes, parse_shape
+from fpt.cli import main
+from fpt.errors import FPTError
+
+ROW_FIELDS = {
+    "step_seconds",
+    "samples_per_second",
+    "tokens_per_second",
+    "peak_bytes",
+    "flops_per_step",
+    "flops_per_second",
+    "mfu",
+    "trainable_params",
+}
+
+
+@pytest.fixture(scope="module")
+def record(tiny_bert_dir, tmp_path_factory):
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("bench")
+    args = ["bench", "--backbone", "bert", "--backbone-path", tiny_bert_dir, "--shape", "bit-memory=4x24"]
+    args += ["--shape", "long=2x64", "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]
+    assert main([*args, str(folder / "bench.json")]) == 0
+    return folder / "bench.json"
+
+
+def test_record_has_every_row_with_its_measurements(record):
+    data = json.loads(record.read_text())
+    assert data["format"] == "fpt-bench/1" and data["settings"]["device"] == "cpu"
+    assert {"versions", "hardware", "git"} <= set(data["environment"])
+    assert len(data["load_average"]["before"]) == 3 and "memory" in data["methods"]
+    assert [s["name"] for s in data["shapes"]] == ["bit-memory", "long"]
+    for shape in data["shapes"]:
+        assert list(shape["rows"]) == list(ROWS)
+        for row in shape["rows"].values():
+            assert ROW_FIELDS <= set(row) and row["step_seconds"] > 0 and row["peak_bytes"] > 0
+            assert len(row["step_seconds_all"]) == 2
+        rows = shape["rows"]
+        assert rows["full"]["trainable_params"] > 2 * rows["fpt"]["trainable_params"]
+        assert rows["fpt"]["trainable_params"] == rows["reference"]["trainable_params"]
+        # a frozen body: the FPT step counts fewer FLOPs than full fine-tuning, more than inference
+        assert rows["inference"]["flops_per_step"] < rows["fpt"]["flops_per_step"] < rows["full"]["flops_per_step"]
+        assert rows["fpt"]["peak_bytes"] < rows["full"]["peak_bytes"]
+        assert shape["matmul"]["flops_per_second"] > 0
+        assert {"fpt_vs_reference_speed", "fpt_vs_full_time", "fpt_vs_full_memory", "reservoir_vs_fpt_epoch"} <= set(
+            shape["ratios"]
+        )
+
+
+def test_fpt_and_reference_agree_on_the_same_batch(record):
+    for shape in json.loads(record.read_text())["shapes"]:
+        check = shape["same_loss"]
+        assert check["same"], check
+        assert check["relative_difference"] < 1e-5 and check["input_grad_relative_difference"] < 1e-4
+
+
+def test_targets_are_judged_from_the_numbers(record):
+    targets = json.loads(record.read_text())["targets"]
+    names = {t["target"] for t in targets}
+    assert {"fpt_vs_reference_speed", "same_loss", "fpt_vs_full_time", "reservoir_vs_fpt_epoch"} <= names
+    assert "fpt_mfu_gpu" not in names  # GPU only
+    for t in targets:
+        if t["target"] != "same_loss":
+            assert t["met"] == (t["value"] >= t["bound"] if t["op"] == ">=" else t["value"] <= t["bound"])
+
+
+def test_render_markdown(record, capsys):
+    capsys.readouterr()
+    assert main(["bench", "--render", str(record)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# Benchmarks")
+    assert "| bit-memory 4×24 | fpt |" in text and "| long 2×64 | reference |" in text
+    assert "## Targets" in text and "Commit " in text and "Same numerics (long)" in text
+
+
+def test_render_refuses_other_json(tmp_path, capsys):
+    (tmp_path / "x.json").write_text('{"task": "bit-xor"}')
+    assert main(["bench", "--render", str(tmp_path / "x.json")]) == 2
+    assert "not an fpt bench record" in capsys.readouterr().err
+
+
+def test_parse_shape():
+    assert parse_shape("long=8x512") == parse_shape("long=8X512")
+    assert parse_shape("bit-memory=32x120").spec().input_dim == 50
+    with pytest.raises(FPTError, match="NAME=BATCHxTOKENS"):
+        parse_shape("32x120")
+
+
+def test_tensor_bytes_counts_live_storages_and_their_peak():
+    a = torch.zeros(1000)  # 4000 bytes, alive before
+    with TensorBytes([a]) as memory:
+        b = a + 1  # +4000
+        c = b[:10]  # a view: nothing new
+        del b, c  # freed
+        d = torch.ones(500)  # +2000 after the free
+    assert memory.peak == 8000 and memory.current == 6000
+    del d

@@ -1,0 +1,92 @@
+"""fpt's fast paths compute what transformers and PyTorch compute: the BERT body, dropout, attention."""
+
+import pytest
+import torch
+
+import fpt
+from fpt import ops
+from fpt.model import last_positions, readout
+
+
+def padded_batch(d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    embeds = torch.randn(3, 12, d)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[1, 9:] = False
+    mask[2, 4:] = False
+    return embeds, mask
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_bert_body_matches_transformers(tiny_bert_dir, attn):
+    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval()
+    backbone.model.set_attn_implementation(attn)
+    embeds, mask = padded_batch(backbone.hidden_size)
+    with torch.no_grad():
+        ref = backbone.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        ours = backbone(embeds, mask)
+        at = backbone.forward_at(embeds, mask, last_positions(mask, 3))
+        full = backbone(embeds, torch.ones_like(mask))
+        full_ref = backbone.model(inputs_embeds=embeds).last_hidden_state
+    torch.testing.assert_close(ours[mask], ref[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(at, readout(ref, mask, "last", 3), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full, full_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_last_layer_on_read_tokens_gives_the_same_gradients(tiny_bert_dir):
+    """forward_at skips the last layer for tokens nobody reads: the input gradient is that of the whole body."""
+    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval()
+    embeds, mask = padded_batch(backbone.hidden_size)
+    grads = []
+    for pruned in (True, False):
+        x = embeds.clone().requires_grad_(True)
+        positions = last_positions(mask, 2)
+        out = backbone.forward_at(x, mask, positions) if pruned else readout(backbone(x, mask), mask, "last", 2)
+        out.square().sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_dropout_rate_scale_and_gradient():
+    torch.manual_seed(0)
+    x = torch.ones(1_000_000, requires_grad=True)
+    y = ops.dropout(x, 0.1, True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 2e-3
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(mask · x / (1 - p)) / dx = mask / (1 - p)
+    assert ops.dropout(x, 0.1, False) is x and ops.dropout(x, 0.0, True) is x
+
+
+def test_dropout_follows_the_torch_seed():
+    a = (torch.manual_seed(3), ops.dropout(torch.ones(1000), 0.5, True))[1]
+    b = (torch.manual_seed(3), ops.dropout(torch.ones(1000), 0.5, True))[1]
+    assert torch.equal(a, b)
+
+
+def test_attention_training_path_matches_sdpa_without_dropout():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 2, 5, 4), torch.randn(2, 2, 7, 4), torch.randn(2, 2, 7, 4)  # (B, H, T, d)
+    keys = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:, None, None, :]
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+    # p below 1/65536 rounds to no dropped entry: the written-out CPU path, without randomness
+    torch.testing.assert_close(ops.attention(q, k, v, keys, 1e-9, True), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_with_dropout_gradients():
+    """The hand-written backward of CPU attention with dropout equals autograd's through the same dropped entries."""
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 6, 4, requires_grad=True) for _ in range(3))
+    keys = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])[:, None, None, :]
+    grad = torch.randn(2, 3, 6, 4)
+    torch.manual_seed(7)
+    out = ops.attention(q, k, v, keys, 0.3, True)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    torch.manual_seed(7)  # the same draw: the mask the fast path used
+    scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
+    drop = ops.random_int16(scores.shape, scores.device) < -(2**15) + round(0.3 * 65536)
+    expected = scores.softmax(-1).masked_fill(drop, 0.0) / 0.7 @ v
+    torch.testing.assert_close(out, expected)
+    for a, b in zip(ours, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
+        torch.testing.assert_close(a, b)
