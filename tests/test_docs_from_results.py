@@ -1,0 +1,22 @@
+"""The README's and BENCHMARKS.md's numbers are renderings of committed results files, not typed by hand."""
+
+from pathlib import Path
+
+from fpt import bench_render
+from fpt.report import Setting, load_results, normalise, select, table
+from fpt.results import read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_offline_suite_table_is_rendered_from_the_results_file():
+    records = normalise(load_results([ROOT / "results/offline-suite/offline-suite.jsonl"]))
+    main_table = table(select(records), lambda s: s.label, "model \\ task", Setting.cell)[0]
+    readme = (ROOT / "README.md").read_text()
+    assert main_table in readme
+    assert main_table in (ROOT / "results/offline-suite/report.md").read_text()
+
+
+def test_benchmarks_md_is_rendered_from_the_bench_record():
+    record = read_json(ROOT / "results/bench/cpu.json")
+    assert bench_render.render_markdown(record) == (ROOT / "BENCHMARKS.md").read_text()
