@@ -75,7 +75,8 @@ def test_holdout_subsets_and_max_len_crop(tmp_path, data, capsys):
     assert decode(task.splits["test"][1][0]) == data["test_family_holdout"][1]["primary"][:8]
     cropped = sum(len(r["primary"]) > 8 for r in data["valid"])
     assert cropped and task.info["cropped_to_max_len"]["val"] == cropped
-    assert "sequences cropped to max_len=8" in capsys.readouterr().err
+    cropped_total = sum(task.info["cropped_to_max_len"].values())
+    assert f"cropped {cropped_total} sequences to max_len=8 residues" in capsys.readouterr().err
     with pytest.raises(fpt.FPTError, match="holdout must be one of fold, superfamily, family"):
         fpt.get_task("homology", data_dir=str(tmp_path), holdout="class")
     with pytest.raises(fpt.FPTError, match="long must be drop or crop, got 'cut'"):
@@ -91,7 +92,7 @@ def test_max_len_drops_longer_sequences_by_default_and_says_so(tmp_path, data, c
     dropped = sum(len(r["primary"]) > max_len for r in data["valid"])
     assert task.info["dropped_over_max_len"]["val"] == dropped
     assert task.info["split_sizes"]["val"] == len(data["valid"]) - dropped
-    assert f"dropped: longer than max_len={max_len}" in capsys.readouterr().err
+    assert f"examples longer than max_len={max_len} residues" in capsys.readouterr().err
     with pytest.raises(fpt.FPTError, match="max_len=1 leaves no train examples"):
         fpt.get_task("homology", data_dir=str(tmp_path), max_len=1)
 

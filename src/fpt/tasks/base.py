@@ -7,6 +7,7 @@ across examples: batches are padded to their own longest sequence (`collate`), n
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -110,3 +111,26 @@ def check_positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or value <= 0:
             raise FPTError(f"task argument {name} must be a positive integer, got {value!r}")
+
+
+def drop_longer(
+    data: dict[str, tuple[list, Any]], max_len: int, task: str, unit: str = "tokens"
+) -> tuple[dict[str, tuple[list, list]], dict[str, int]]:
+    """Drop (never truncate) the examples longer than `max_len` from every split of `data` (split → (xs, ys)) and say
+    how many on stderr; a split left empty is an error. Returns the kept data and the count dropped per split."""
+    kept, dropped = {}, {}
+    for split, (xs, ys) in data.items():
+        keep = [i for i, x in enumerate(xs) if len(x) <= max_len]
+        if not keep:
+            raise FPTError(
+                f"{task}: max_len={max_len} leaves no {split} examples (the shortest has {min(map(len, xs))} {unit})"
+            )
+        kept[split], dropped[split] = ([xs[i] for i in keep], [ys[i] for i in keep]), len(xs) - len(keep)
+    if sum(dropped.values()):
+        total = sum(len(xs) for xs, _ in data.values())
+        print(
+            f"fpt: {task}: dropped {sum(dropped.values())} of {total} examples longer than max_len={max_len} {unit} "
+            f"({', '.join(f'{s} {n}' for s, n in dropped.items())})",
+            file=sys.stderr,
+        )
+    return kept, dropped

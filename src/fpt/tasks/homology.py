@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fpt.errors import FPTError
-from fpt.tasks.base import TASKS, Task, TaskSpec, check_positive
+from fpt.tasks.base import TASKS, Task, TaskSpec, check_positive, drop_longer
 from fpt.tasks.files import data_folder, safe_unpickle, seeded_subset
 from fpt.tasks.listops import TokenSplit
 
@@ -150,22 +150,14 @@ def homology(
             keep = seeded_subset(ys, size, split_seed, stratify=False)[1]
             data[split] = ([xs[i] for i in keep], ys[keep])
     over = {s: sum(len(x) > max_len for x in xs) if max_len else 0 for s, (xs, _) in data.items()}
-    if max_len is not None:
-        if long == "crop":
-            data = {s: ([x[:max_len] for x in xs], ys) for s, (xs, ys) in data.items()}
-        else:
-            for split, (xs, ys) in data.items():
-                keep = [i for i, x in enumerate(xs) if len(x) <= max_len]
-                if not keep:
-                    raise FPTError(
-                        f"homology: max_len={max_len} leaves no {split} examples (the shortest has "
-                        f"{min(len(x) for x in xs)} residues); raise max_len or use long: crop"
-                    )
-                data[split] = ([xs[i] for i in keep], ys[keep])
+    if max_len is not None and long == "drop":
+        kept = drop_longer(data, max_len, "homology", "residues")[0]
+        data = {s: (xs, np.asarray(ys)) for s, (xs, ys) in kept.items()}
+    elif max_len is not None:
+        data = {s: ([x[:max_len] for x in xs], ys) for s, (xs, ys) in data.items()}
         if sum(over.values()):
-            done = "cropped to" if long == "crop" else "dropped: longer than"
             print(
-                f"fpt: homology: {sum(over.values())} sequences {done} max_len={max_len} residues "
+                f"fpt: homology: cropped {sum(over.values())} sequences to max_len={max_len} residues "
                 f"({', '.join(f'{s} {n}' for s, n in over.items())})",
                 file=sys.stderr,
             )

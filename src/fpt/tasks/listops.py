@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fpt.errors import FPTError
-from fpt.tasks.base import SPLITS, TASKS, Task, TaskSpec, TensorSplit, check_positive
+from fpt.tasks.base import SPLITS, TASKS, Task, TaskSpec, TensorSplit, check_positive, drop_longer
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -332,22 +331,7 @@ def listops(
         data = {s: ([x[~np.isin(x, BRACKET_IDS)] for x in xs], ys) for s, (xs, ys) in data.items()}
     dropped = {s: 0 for s in SPLITS}
     if max_len is not None:
-        for split, (xs, ys) in data.items():
-            keep = [i for i, x in enumerate(xs) if len(x) <= max_len]
-            dropped[split] = len(xs) - len(keep)
-            if not keep:
-                raise FPTError(
-                    f"listops: max_len={max_len} leaves no {split} examples "
-                    f"(the shortest has {min(len(x) for x in xs)} tokens)"
-                )
-            data[split] = ([xs[i] for i in keep], [ys[i] for i in keep])
-        if sum(dropped.values()):
-            total = sum(dropped.values()) + sum(len(ys) for _, ys in data.values())
-            print(
-                f"fpt: listops: dropped {sum(dropped.values())} of {total} examples longer than max_len={max_len} "
-                f"tokens ({', '.join(f'{s} {n}' for s, n in dropped.items())})",
-                file=sys.stderr,
-            )
+        data, dropped = drop_longer(data, max_len, "listops")
 
     lengths = {s: [len(x) for x in xs] for s, (xs, _) in data.items()}
     spec = TaskSpec(
