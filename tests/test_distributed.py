@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -92,22 +93,43 @@ def test_each_rank_takes_its_rows_of_the_global_batch():
 
 def test_ddp_takes_trained_parameters_the_forward_never_uses(tiny_cfg):
     """Full fine-tuning trains BERT's word embeddings, which a features task never reaches: DDP must accept that (a
-    1-process gloo group here, so no second process is started)."""
-    cfg = tiny_cfg(train="all")
-    task = fpt.get_task(cfg.task, **cfg.task_args)
-    model = fpt.build_model(cfg, task)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    1-process gloo group, so no second process is started). It runs in a spawned process that exits without running
+    destructors: freeing a DDP reducer after its gloo group was destroyed can block forever in the group's destructor,
+    which would hang the test session rather than fail a test."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=ddp_steps, args=(tiny_cfg(train="all"), free_port(), results))
+    process.start()
     try:
+        losses = results.get(timeout=240)
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+    assert not isinstance(losses, str), losses
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+
+
+def ddp_steps(cfg: fpt.TrainConfig, port: int, results) -> None:
+    """Three DDP steps of `cfg`'s model in a 1-process gloo group; puts the losses (or the error) on `results`."""
+    try:
+        torch.set_num_threads(1)
+        task = fpt.get_task(cfg.task, **cfg.task_args)
+        model = fpt.build_model(cfg, task)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
         net = parallel(model, Group(0, 2), torch.device("cpu"))  # a group of 2 as far as fpt knows: DDP on
         assert isinstance(net, torch.nn.parallel.DistributedDataParallel)
         optimizer = make_optimizer(cfg, model)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         step = Stepper(cfg, net, optimizer, scheduler, torch.device("cpu"))
         batch = next(BatchStream(task.splits["train"], 8, seed=0))
-        losses = [step(*batch).item() for _ in range(3)]
+        results.put([step(*batch).item() for _ in range(3)])
+    except Exception as err:  # noqa: BLE001 - reported to the test, which fails with it
+        results.put(f"{type(err).__name__}: {err}")
     finally:
-        dist.destroy_process_group()
-    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+        results.close()
+        results.join_thread()
+        os._exit(0)
 
 
 def free_port() -> int:
