@@ -90,3 +90,26 @@ def test_attention_with_dropout_gradients():
     torch.testing.assert_close(out, expected)
     for a, b in zip(ours, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_attention_with_dropout_in_chunks(monkeypatch):
+    """Scores in several chunks of B·H rows (each its own mask draw): the same outputs and gradients as one chunk
+    through the same masks, and a second backward over the same graph redraws the same masks."""
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(2, 3, 5, 4, requires_grad=True) for _ in range(3))
+    keys = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
+    grad = torch.randn(2, 3, 5, 4)
+    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", 2 * 5 * 5)  # 2 rows of B·H = 6 a chunk
+    assert [(s.start, s.stop) for s in ops.chunks(q.detach().reshape(6, 5, 4), 5)] == [(0, 2), (2, 4), (4, 6)]
+    torch.manual_seed(7)
+    out = ops.attention(q, k, v, keys, 0.3, True)
+    ours = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
+    again = torch.autograd.grad(out, (q, k, v), grad)
+    torch.manual_seed(7)
+    drop = torch.cat([ops.drop_mask((2, 5, 5), 0.3, q.device) for _ in range(3)]).view(2, 3, 5, 5)
+    scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
+    expected = scores.softmax(-1).masked_fill(drop, 0.0) / 0.7 @ v
+    torch.testing.assert_close(out, expected)
+    for a, b, c in zip(ours, again, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
+        torch.testing.assert_close(a, c)
+        assert torch.equal(a, b)

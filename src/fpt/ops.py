@@ -18,10 +18,13 @@ import torch.nn.functional as F
 _INT16_LOW = -(2**15)
 
 
-def random_int16(shape: torch.Size | tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Uniform int16 in [-32768, 32767], four per 64-bit number drawn from torch's default generator."""
+def random_int16(
+    shape: torch.Size | tuple[int, ...], device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Uniform int16 in [-32768, 32767], four per 64-bit number drawn from `generator` (torch's default one)."""
     n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)  # 64 random bits
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)  # 64 random bits
     return words.view(torch.int16)[:n].view(shape)
 
 
@@ -38,7 +41,14 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
     """1 where an element is kept (probability 1 − p, rounded to 1/65536), else 0, as uint8: one byte per element,
     and float × uint8 runs several times faster on the CPU than masked_fill or where with a bool mask."""
-    return (random_int16(shape, device) >= _INT16_LOW + round(p * 65536)).view(torch.uint8)
+    return drop_mask(shape, p, device).logical_not_().view(torch.uint8)
+
+
+def drop_mask(
+    shape: torch.Size | tuple[int, ...], p: float, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """True where an element is dropped (probability p, rounded to 1/65536): the complement of keep_mask's draw."""
+    return random_int16(shape, device, generator) < _INT16_LOW + round(p * 65536)
 
 
 def attention(
@@ -52,34 +62,79 @@ def attention(
     return DropoutAttention.apply(q, k, v, keys, p)
 
 
+CHUNK_ELEMENTS = 1 << 22  # (Tq, T) score rows of B·H handled at a time: 16 MiB of fp32 scores
+
+
 class DropoutAttention(torch.autograd.Function):
-    """CPU attention with dropout on the probabilities, by hand: it keeps the probabilities and the 1-byte keep mask
-    for backward, not the dropped probabilities as well (recomputed there in one pass), and reuses its (B, H, Tq, T)
-    buffers in place: (B, H, Tq, T) tensors are most of a long sequence's step."""
+    """CPU attention with dropout on the probabilities, by hand, keeping nothing of size (B, H, Tq, T) for backward.
+
+    Forward keeps q, k, v and the random generator's state before the dropout draws; backward recomputes the
+    probabilities (a (Tq × d) · (d × T) product and a softmax, bitwise the forward's) and redraws the same dropout
+    masks from the saved state. Both passes go through the B·H (Tq, T) score matrices a chunk at a time
+    (CHUNK_ELEMENTS), in place (softmax in place, the dropout scale folded into the (Tq, d)-sized products): a
+    long sequence's (B, H, Tq, T) tensors were most of its memory and time, and on the CPU each fresh large buffer
+    costs a pass of page faults, where a chunk's buffers come back from the allocator warm. The gradient through
+    softmax takes Σ_j P_ij · g_ij over the kept entries, so neither the dropped probabilities nor the output are kept.
+    The masks are drawn per chunk, in order, from torch's default generator."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, q, k, v, keys, p):
-        scale = q.shape[-1] ** -0.5
-        probs = torch.matmul(q * scale, k.transpose(-2, -1))  # (B, H, Tq, T) scores
-        if keys is not None:
-            probs.masked_fill_(~keys, torch.finfo(probs.dtype).min)
-        probs = probs.softmax(-1)
-        keep = keep_mask(probs.shape, p, probs.device)
-        ctx.save_for_backward(q, k, v, probs, keep)
-        ctx.scale, ctx.keep_scale = scale, 1.0 / (1.0 - p)
-        return torch.matmul(probs.mul(keep).mul_(ctx.keep_scale), v)
+        b, h, tq, d = q.shape
+        scale, keep_scale = d**-0.5, 1.0 / (1.0 - p)
+        q3 = (q * scale).reshape(b * h, tq, d)  # (B·H, Tq, d), contiguous
+        k3, v3 = k.reshape(b * h, -1, d), v.reshape(b * h, -1, d)  # (B·H, T, d)
+        key_rows = None if keys is None else keys.expand(b, h, 1, -1).reshape(b * h, 1, -1)  # (B·H, 1, T)
+        rng = torch.get_rng_state()
+        out = torch.empty_like(q3)
+        for rows in chunks(q3, k3.shape[1]):
+            probs = softmax_scores(q3[rows], k3[rows], key_rows, rows)  # (n, Tq, T)
+            probs.masked_fill_(drop_mask(probs.shape, p, probs.device), 0.0)
+            torch.bmm(probs, v3[rows], out=out[rows])
+        ctx.save_for_backward(q3, k3, v3, key_rows, rng)
+        ctx.p, ctx.keep_scale, ctx.scale = p, keep_scale, scale
+        return out.mul_(keep_scale).view(b, h, tq, d)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):  # grad (B, H, Tq, d)
-        q, k, v, probs, keep = ctx.saved_tensors
-        buffer = probs.mul(keep).mul_(ctx.keep_scale)  # the dropped probabilities, then the gradient through them
-        grad_v = torch.matmul(grad.transpose(-2, -1), buffer).transpose(-2, -1)  # transposes of (d, T), not (T, T)
-        grad_probs = torch.matmul(grad, v.transpose(-2, -1), out=buffer).mul_(keep).mul_(ctx.keep_scale)
-        # through softmax: probs · (g − Σ probs · g), in place
-        grad_probs.mul_(probs)
-        grad_scores = grad_probs.addcmul_(probs, grad_probs.sum(-1, keepdim=True), value=-1.0)
-        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
-        grad_k = torch.matmul(q.transpose(-2, -1), grad_scores).transpose(-2, -1).mul_(ctx.scale)
-        return grad_q, grad_k, grad_v, None, None
+        q3, k3, v3, key_rows, rng = ctx.saved_tensors
+        b, h, tq, d = grad.shape
+        g3 = grad.reshape(b * h, tq, d)
+        generator = torch.Generator(device=q3.device)
+        generator.set_state(rng)
+        grad_q, grad_k, grad_v = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
+        s = ctx.keep_scale
+        for rows in chunks(q3, k3.shape[1]):
+            probs = softmax_scores(q3[rows], k3[rows], key_rows, rows)  # P, recomputed
+            drop = drop_mask(probs.shape, ctx.p, probs.device, generator)  # the forward's mask
+            # dL/dP = s · (g vᵀ) on kept entries, 0 on dropped ones; dL/dS = P ⊙ (dL/dP − Σ_j P_ij dL/dP_ij)
+            grad_p = torch.bmm(g3[rows], v3[rows].transpose(1, 2)).masked_fill_(drop, 0.0)  # dL/dP / s
+            row_sum = torch.bmm(probs.view(-1, 1, probs.shape[-1]), grad_p.view(-1, grad_p.shape[-1], 1))
+            grad_s = grad_p.sub_(row_sum.view(*probs.shape[:-1], 1)).mul_(probs)  # dL/dS / s
+            torch.bmm(grad_s, k3[rows], out=grad_q[rows])
+            torch.bmm(grad_s.transpose(1, 2), q3[rows], out=grad_k[rows])  # q3 carries the scale already
+            torch.bmm(probs.masked_fill_(drop, 0.0).transpose(1, 2), g3[rows], out=grad_v[rows])  # (P ⊙ keep)ᵀ g
+        return (
+            grad_q.mul_(s * ctx.scale).view(b, h, tq, d),
+            grad_k.mul_(s).view(b, h, -1, d),
+            grad_v.mul_(s).view(b, h, -1, d),
+            None,
+            None,
+        )
+
+
+def chunks(q3: torch.Tensor, keys: int) -> list[slice]:
+    """Slices of the B·H rows of q3 (B·H, Tq, d) with at most CHUNK_ELEMENTS scores (Tq × keys) each."""
+    step = max(1, CHUNK_ELEMENTS // (q3.shape[1] * keys))
+    return [slice(i, i + step) for i in range(0, q3.shape[0], step)]
+
+
+def softmax_scores(q3: torch.Tensor, k3: torch.Tensor, key_rows: torch.Tensor | None, rows: slice) -> torch.Tensor:
+    """softmax(q3 · k3ᵀ) over keys, q3 (n, Tq, d) already scaled, k3 (n, T, d) → (n, Tq, T); key_rows (B·H, 1, T)
+    False where a key is padding (it gets probability 0), sliced to `rows`. One buffer, softmax in place (aten's
+    row-wise kernel reads each row before writing it)."""
+    scores = torch.bmm(q3, k3.transpose(1, 2))
+    if key_rows is not None:
+        scores.masked_fill_(~key_rows[rows], torch.finfo(scores.dtype).min)
+    return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
