@@ -85,8 +85,8 @@ def test_attention_with_dropout_gradients():
     ours = torch.autograd.grad(out, (q, k, v), grad)
     torch.manual_seed(7)  # the same draw: the mask the fast path used
     scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
-    drop = ops.random_int16(scores.shape, scores.device) < -(2**15) + round(0.3 * 65536)
-    expected = scores.softmax(-1).masked_fill(drop, 0.0) / 0.7 @ v
+    keep = ops.keep_mask(scores.shape, 0.3, scores.device)
+    expected = scores.softmax(-1) * keep / 0.7 @ v
     torch.testing.assert_close(out, expected)
     for a, b in zip(ours, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
         torch.testing.assert_close(a, b)
@@ -106,10 +106,20 @@ def test_attention_with_dropout_in_chunks(monkeypatch):
     ours = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
     again = torch.autograd.grad(out, (q, k, v), grad)
     torch.manual_seed(7)
-    drop = torch.cat([ops.drop_mask((2, 5, 5), 0.3, q.device) for _ in range(3)]).view(2, 3, 5, 5)
+    keep = torch.cat([ops.keep_mask((2, 5, 5), 0.3, q.device) for _ in range(3)]).view(2, 3, 5, 5)
     scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
-    expected = scores.softmax(-1).masked_fill(drop, 0.0) / 0.7 @ v
+    expected = scores.softmax(-1) * keep / 0.7 @ v
     torch.testing.assert_close(out, expected)
     for a, b, c in zip(ours, again, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
         torch.testing.assert_close(a, c)
         assert torch.equal(a, b)
+
+
+def test_keep_masks_drawn_in_turn_are_keep_mask_draws():
+    torch.manual_seed(5)
+    draws = ops.MaskDraws(4 * 7, 0.25, torch.device("cpu"))
+    a, b = draws.next((4, 7)).clone(), draws.next((3, 5)).clone()
+    torch.manual_seed(5)
+    assert torch.equal(a, ops.keep_mask((4, 7), 0.25, torch.device("cpu")))
+    assert torch.equal(b, ops.keep_mask((3, 5), 0.25, torch.device("cpu")))
+    assert a.dtype == torch.uint8 and set(a.unique().tolist()) <= {0, 1}

@@ -18,16 +18,6 @@ import torch.nn.functional as F
 _INT16_LOW = -(2**15)
 
 
-def random_int16(
-    shape: torch.Size | tuple[int, ...], device: torch.device, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Uniform int16 in [-32768, 32767], four per 64-bit number drawn from `generator` (torch's default one)."""
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    words.random_(-(2**63), None, generator=generator)  # 64 random bits
-    return words.view(torch.int16)[:n].view(shape)
-
-
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout(x, p, training). On the CPU the keep mask is drawn 16 bits per element, so p is rounded to a
     multiple of 1/65536 (0.1 → 0.100006); elsewhere it is F.dropout itself."""
@@ -38,17 +28,30 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x.mul(keep_mask(x.shape, p, x.device)).mul_(1.0 / (1.0 - p))
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
-    """1 where an element is kept (probability 1 − p, rounded to 1/65536), else 0, as uint8: one byte per element,
-    and float × uint8 runs several times faster on the CPU than masked_fill or where with a bool mask."""
-    return drop_mask(shape, p, device).logical_not_().view(torch.uint8)
-
-
-def drop_mask(
+def keep_mask(
     shape: torch.Size | tuple[int, ...], p: float, device: torch.device, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """True where an element is dropped (probability p, rounded to 1/65536): the complement of keep_mask's draw."""
-    return random_int16(shape, device, generator) < _INT16_LOW + round(p * 65536)
+    """1 where an element is kept (probability 1 − p, rounded to 1/65536), else 0, as uint8: one byte per element,
+    and float × uint8 runs several times faster on the CPU than masked_fill or where with a bool mask."""
+    return MaskDraws(math.prod(shape), p, device, generator).next(shape)
+
+
+class MaskDraws:
+    """Keep masks drawn one after another into two reused buffers (random words, then the mask), for up to `size`
+    elements each: the draws are those of keep_mask, in order, and on the CPU a reused buffer costs no page faults.
+    A returned mask is valid until the next draw."""
+
+    def __init__(self, size: int, p: float, device: torch.device, generator: torch.Generator | None = None) -> None:
+        self.words = torch.empty((size + 3) // 4, dtype=torch.int64, device=device)
+        self.keep = torch.empty(size, dtype=torch.bool, device=device)
+        self.threshold, self.generator = _INT16_LOW + round(p * 65536), generator
+
+    def next(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        n = math.prod(shape)
+        words = self.words[: (n + 3) // 4].random_(-(2**63), None, generator=self.generator)  # 64 random bits
+        keep = self.keep[:n].view(shape)
+        torch.ge(words.view(torch.int16)[:n].view(shape), self.threshold, out=keep)
+        return keep.view(torch.uint8)
 
 
 def attention(
@@ -87,10 +90,12 @@ class DropoutAttention(torch.autograd.Function):
         key_rows = None if keys is None else keys.expand(b, h, 1, -1).reshape(b * h, 1, -1)  # (B·H, 1, T)
         rng = torch.get_rng_state()
         out = torch.empty_like(q3)
-        for rows in chunks(q3, k3.shape[1]):
-            probs = softmax_scores(q3[rows], k3[rows], key_rows, rows)  # (n, Tq, T)
-            probs.masked_fill_(drop_mask(probs.shape, p, probs.device), 0.0)
-            torch.bmm(probs, v3[rows], out=out[rows])
+        row_chunks = chunks(q3, k3.shape[1])
+        size = chunk_elements(q3, k3, row_chunks)
+        masks, scores = MaskDraws(size, p, q3.device), q3.new_empty(size)
+        for rows in row_chunks:
+            probs = softmax_scores(q3[rows], k3[rows], key_rows, rows, scores)  # (n, Tq, T)
+            torch.bmm(probs.mul_(masks.next(probs.shape)), v3[rows], out=out[rows])
         ctx.save_for_backward(q3, k3, v3, key_rows, rng)
         ctx.p, ctx.keep_scale, ctx.scale = p, keep_scale, scale
         return out.mul_(keep_scale).view(b, h, tq, d)
@@ -105,16 +110,20 @@ class DropoutAttention(torch.autograd.Function):
         generator.set_state(rng)
         grad_q, grad_k, grad_v = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
         s = ctx.keep_scale
-        for rows in chunks(q3, k3.shape[1]):
-            probs = softmax_scores(q3[rows], k3[rows], key_rows, rows)  # P, recomputed
-            drop = drop_mask(probs.shape, ctx.p, probs.device, generator)  # the forward's mask
+        row_chunks = chunks(q3, k3.shape[1])
+        size = chunk_elements(q3, k3, row_chunks)
+        masks, scores, buffer = MaskDraws(size, ctx.p, q3.device, generator), q3.new_empty(size), q3.new_empty(size)
+        for rows in row_chunks:
+            probs = softmax_scores(q3[rows], k3[rows], key_rows, rows, scores)  # P, recomputed
+            keep = masks.next(probs.shape)  # the forward's mask
             # dL/dP = s · (g vᵀ) on kept entries, 0 on dropped ones; dL/dS = P ⊙ (dL/dP − Σ_j P_ij dL/dP_ij)
-            grad_p = torch.bmm(g3[rows], v3[rows].transpose(1, 2)).masked_fill_(drop, 0.0)  # dL/dP / s
+            grad_p = torch.bmm(g3[rows], v3[rows].transpose(1, 2), out=buffer[: probs.numel()].view(probs.shape))
+            grad_p.mul_(keep)  # dL/dP / s
             row_sum = torch.bmm(probs.view(-1, 1, probs.shape[-1]), grad_p.view(-1, grad_p.shape[-1], 1))
             grad_s = grad_p.sub_(row_sum.view(*probs.shape[:-1], 1)).mul_(probs)  # dL/dS / s
             torch.bmm(grad_s, k3[rows], out=grad_q[rows])
             torch.bmm(grad_s.transpose(1, 2), q3[rows], out=grad_k[rows])  # q3 carries the scale already
-            torch.bmm(probs.masked_fill_(drop, 0.0).transpose(1, 2), g3[rows], out=grad_v[rows])  # (P ⊙ keep)ᵀ g
+            torch.bmm(probs.mul_(keep).transpose(1, 2), g3[rows], out=grad_v[rows])  # (P ⊙ keep)ᵀ g
         return (
             grad_q.mul_(s * ctx.scale).view(b, h, tq, d),
             grad_k.mul_(s).view(b, h, -1, d),
@@ -130,11 +139,19 @@ def chunks(q3: torch.Tensor, keys: int) -> list[slice]:
     return [slice(i, i + step) for i in range(0, q3.shape[0], step)]
 
 
-def softmax_scores(q3: torch.Tensor, k3: torch.Tensor, key_rows: torch.Tensor | None, rows: slice) -> torch.Tensor:
-    """softmax(q3 · k3ᵀ) over keys, q3 (n, Tq, d) already scaled, k3 (n, T, d) → (n, Tq, T); key_rows (B·H, 1, T)
-    False where a key is padding (it gets probability 0), sliced to `rows`. One buffer, softmax in place (aten's
-    row-wise kernel reads each row before writing it)."""
-    scores = torch.bmm(q3, k3.transpose(1, 2))
+def chunk_elements(q3: torch.Tensor, k3: torch.Tensor, row_chunks: list[slice]) -> int:
+    """Scores in the largest of the chunks."""
+    return len(range(q3.shape[0])[row_chunks[0]]) * q3.shape[1] * k3.shape[1]
+
+
+def softmax_scores(
+    q3: torch.Tensor, k3: torch.Tensor, key_rows: torch.Tensor | None, rows: slice, buffer: torch.Tensor
+) -> torch.Tensor:
+    """softmax(q3 · k3ᵀ) over keys, q3 (n, Tq, d) already scaled, k3 (n, T, d) → (n, Tq, T) in the front of
+    `buffer`; key_rows (B·H, 1, T) False where a key is padding (it gets probability 0), sliced to `rows`. Softmax
+    runs in place (aten's row-wise kernel reads each row before writing it)."""
+    n, tq, t = q3.shape[0], q3.shape[1], k3.shape[1]
+    scores = torch.bmm(q3, k3.transpose(1, 2), out=buffer[: n * tq * t].view(n, tq, t))
     if key_rows is not None:
         scores.masked_fill_(~key_rows[rows], torch.finfo(scores.dtype).min)
     return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
