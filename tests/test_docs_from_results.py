@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from fpt import bench_render
-from fpt.report import Setting, load_results, normalise, select, table
+from fpt.report import Setting, answers, load_results, normalise, select, table
 from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,3 +20,13 @@ def test_readme_offline_suite_table_is_rendered_from_the_results_file():
 def test_benchmarks_md_is_rendered_from_the_bench_record():
     record = read_json(ROOT / "results/bench/cpu.json")
     assert bench_render.render_markdown(record) == (ROOT / "BENCHMARKS.md").read_text()
+
+
+def test_readme_foundation_comparison_is_rendered_from_the_result_files():
+    paths = sorted((ROOT / "results/foundation").glob("*-s[0-9]/result.json"))
+    assert len(paths) == 12  # listops and bit-memory × pretrained, random × 3 seeds
+    lines = answers(select(normalise(load_results(paths))))
+    rows = [line for line in lines if line.startswith(("| bit-memory |", "| listops |"))]
+    assert len(rows) == 2 and all("| higher |" in row for row in rows)
+    readme = (ROOT / "README.md").read_text()
+    assert all(row in readme for row in rows)

@@ -402,10 +402,15 @@ def add_sweep_commands(sub) -> None:
     p = sub.add_parser(
         "report",
         help="render tables and plots from sweep results into DIR/report.md",
-        description="Choose each setting's lr on validation, then write DIR/report.md (tables: mean ± 95%% CI over "
+        description="Choose each setting's lr on validation, then write DIR/report.md (tables: mean ± 95% CI over "
         "seeds) and PNG plots, all from the results files.",
     )
-    p.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files of fpt sweep")
+    p.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS",
+        help="results JSONL files of fpt sweep, result.json files or run folders",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="where report.md and the PNGs go")
     p.add_argument("--runs-dir", metavar="DIR", help="run folders (default: the first results path without .jsonl)")
     p.add_argument("--no-attention", action="store_true", help="skip the attention-map figure")
