@@ -123,3 +123,17 @@ def test_keep_masks_drawn_in_turn_are_keep_mask_draws():
     assert torch.equal(a, ops.keep_mask((4, 7), 0.25, torch.device("cpu")))
     assert torch.equal(b, ops.keep_mask((3, 5), 0.25, torch.device("cpu")))
     assert a.dtype == torch.uint8 and set(a.unique().tolist()) <= {0, 1}
+
+
+def test_dropout_backward_redraws_the_forwards_mask():
+    torch.manual_seed(4)
+    x = torch.randn(6, 9, 5, requires_grad=True)
+    y = ops.dropout(x, 0.3, True)
+    torch.randn(100)  # later draws from the same generator do not change the mask backward uses
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(grad != 0, y != 0)
+    torch.testing.assert_close(grad[grad != 0], torch.full_like(grad[grad != 0], 1 / 0.7))
+    with torch.no_grad():
+        torch.manual_seed(4)
+        torch.randn(6, 9, 5)  # x's draw
+        assert torch.equal(ops.dropout(x, 0.3, True), y)  # without autograd: the same draw, no graph
