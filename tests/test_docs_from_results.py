@@ -30,3 +30,13 @@ def test_readme_foundation_comparison_is_rendered_from_the_result_files():
     assert len(rows) == 2 and all("| higher |" in row for row in rows)
     readme = (ROOT / "README.md").read_text()
     assert all(row in readme for row in rows)
+
+
+def test_readme_fashion_fpt_vs_linear_rows_come_from_the_result_files():
+    readme = (ROOT / "README.md").read_text()
+    for name in ("fpt-2000", "fpt-4000", "linear-2000", "linear-4000"):
+        record = read_json(ROOT / f"results/suite/fashion-{name}/result.json")
+        steps = f"{record['steps']:,}"
+        test, val = 100 * record["test_accuracy"], 100 * record["val_accuracy"]
+        row = f"| {steps} | {test:.2f}% | {val:.1f}% ({record['best_step']}"
+        assert row in readme, row
