@@ -100,7 +100,8 @@ def test_attention_with_dropout_in_chunks(monkeypatch):
     keys = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
     grad = torch.randn(2, 3, 5, 4)
     monkeypatch.setattr(ops, "CHUNK_ELEMENTS", 2 * 5 * 5)  # 2 rows of B·H = 6 a chunk
-    assert [(s.start, s.stop) for s in ops.chunks(q.detach().reshape(6, 5, 4), 5)] == [(0, 2), (2, 4), (4, 6)]
+    slices, size = ops.chunks(q.detach().reshape(6, 5, 4), 5)
+    assert [(s.start, s.stop) for s in slices] == [(0, 2), (2, 4), (4, 6)] and size == 2 * 5 * 5
     torch.manual_seed(7)
     out = ops.attention(q, k, v, keys, 0.3, True)
     ours = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)

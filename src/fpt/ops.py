@@ -26,8 +26,13 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return x.mul(keep_mask(x.shape, p, x.device)).mul_(1.0 / (1.0 - p))
+        return kept(x, keep_mask(x.shape, p, x.device), p)
     return Dropout.apply(x, p)
+
+
+def kept(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """x · keep / (1 − p): dropout's output through a uint8 keep mask (and its gradient, for the gradient)."""
+    return x.mul(keep).mul_(1.0 / (1.0 - p))
 
 
 class Dropout(torch.autograd.Function):
@@ -39,15 +44,14 @@ class Dropout(torch.autograd.Function):
         rng = torch.get_rng_state()
         ctx.save_for_backward(rng)
         ctx.p = p
-        return x.mul(keep_mask(x.shape, p, x.device)).mul_(1.0 / (1.0 - p))
+        return kept(x, keep_mask(x.shape, p, x.device), p)
 
     @staticmethod
     def backward(ctx, grad):
         (rng,) = ctx.saved_tensors
         generator = torch.Generator(device=grad.device)
         generator.set_state(rng)
-        keep = keep_mask(grad.shape, ctx.p, grad.device, generator)  # the forward's mask
-        return grad.mul(keep).mul_(1.0 / (1.0 - ctx.p)), None
+        return kept(grad, keep_mask(grad.shape, ctx.p, grad.device, generator), ctx.p), None  # the forward's mask
 
 
 def keep_mask(
@@ -112,8 +116,7 @@ class DropoutAttention(torch.autograd.Function):
         key_rows = None if keys is None else keys.expand(b, h, 1, -1).reshape(b * h, 1, -1)  # (B·H, 1, T)
         rng = torch.get_rng_state()
         out = torch.empty_like(q3)
-        row_chunks = chunks(q3, k3.shape[1])
-        size = chunk_elements(q3, k3, row_chunks)
+        row_chunks, size = chunks(q3, k3.shape[1])
         masks, scores = MaskDraws(size, p, q3.device), q3.new_empty(size)
         for rows in row_chunks:
             probs = softmax_scores(q3[rows], k3[rows], key_rows, rows, scores)  # (n, Tq, T)
@@ -132,8 +135,7 @@ class DropoutAttention(torch.autograd.Function):
         generator.set_state(rng)
         grad_q, grad_k, grad_v = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
         s = ctx.keep_scale
-        row_chunks = chunks(q3, k3.shape[1])
-        size = chunk_elements(q3, k3, row_chunks)
+        row_chunks, size = chunks(q3, k3.shape[1])
         masks, scores, buffer = MaskDraws(size, ctx.p, q3.device, generator), q3.new_empty(size), q3.new_empty(size)
         for rows in row_chunks:
             probs = softmax_scores(q3[rows], k3[rows], key_rows, rows, scores)  # P, recomputed
@@ -155,15 +157,11 @@ class DropoutAttention(torch.autograd.Function):
         )
 
 
-def chunks(q3: torch.Tensor, keys: int) -> list[slice]:
-    """Slices of the B·H rows of q3 (B·H, Tq, d) with at most CHUNK_ELEMENTS scores (Tq × keys) each."""
-    step = max(1, CHUNK_ELEMENTS // (q3.shape[1] * keys))
-    return [slice(i, i + step) for i in range(0, q3.shape[0], step)]
-
-
-def chunk_elements(q3: torch.Tensor, k3: torch.Tensor, row_chunks: list[slice]) -> int:
-    """Scores in the largest of the chunks."""
-    return len(range(q3.shape[0])[row_chunks[0]]) * q3.shape[1] * k3.shape[1]
+def chunks(q3: torch.Tensor, keys: int) -> tuple[list[slice], int]:
+    """Slices of the B·H rows of q3 (B·H, Tq, d) with at most CHUNK_ELEMENTS scores (Tq × keys) each, and the
+    number of scores in the largest slice (the buffers' size)."""
+    step = min(q3.shape[0], max(1, CHUNK_ELEMENTS // (q3.shape[1] * keys)))
+    return [slice(i, i + step) for i in range(0, q3.shape[0], step)], step * q3.shape[1] * keys
 
 
 def softmax_scores(
