@@ -92,28 +92,39 @@ def test_attention_with_dropout_gradients():
         torch.testing.assert_close(a, b)
 
 
-def test_attention_with_dropout_in_chunks(monkeypatch):
-    """Scores in several chunks of B·H rows (each its own mask draw): the same outputs and gradients as one chunk
-    through the same masks, and a second backward over the same graph redraws the same masks."""
+@pytest.mark.parametrize(
+    ("batch", "chunk", "draws"),
+    [
+        (2, 2 * 25, [2, 1, 2, 1]),  # runs of heads: (b, heads 0-1), (b, head 2) for each b
+        (3, 6 * 25, [6, 3]),  # all heads of two batch elements fit: batch elements 0-1, then 2
+    ],
+)
+def test_attention_with_dropout_in_blocks(monkeypatch, batch, chunk, draws):
+    """Scores in several blocks (each its own mask draw), q, k, v as the model passes them ((B, H, T, d) views of
+    (B, T, H, d) projections): the same outputs and gradients as one block through the same masks, and a second
+    backward over the same graph redraws the same masks."""
     torch.manual_seed(2)
-    q, k, v = (torch.randn(2, 3, 5, 4, requires_grad=True) for _ in range(3))
-    keys = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
-    grad = torch.randn(2, 3, 5, 4)
-    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", 2 * 5 * 5)  # 2 rows of B·H = 6 a chunk
-    slices, size = ops.chunks(q.detach().reshape(6, 5, 4), 5)
-    assert [(s.start, s.stop) for s in slices] == [(0, 2), (2, 4), (4, 6)] and size == 2 * 5 * 5
+    q, k, v = (torch.randn(batch, 5, 3, 4, requires_grad=True) for _ in range(3))  # (B, T, H, d)
+    keys = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 4 + [False]][:batch])[:, None, None, :]
+    grad = torch.randn(batch, 3, 5, 4)
+    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", chunk)
+    blocks = ops.Blocks(batch, 3, 5, 5)
+    assert blocks.size == max(draws) * 25 and len(blocks.index) == len(draws)
+    heads = [t.transpose(1, 2) for t in (q, k, v)]  # (B, H, T, d) views
     torch.manual_seed(7)
-    out = ops.attention(q, k, v, keys, 0.3, True)
+    out = ops.attention(*heads, keys, 0.3, True)
     ours = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
     again = torch.autograd.grad(out, (q, k, v), grad)
     torch.manual_seed(7)
-    keep = torch.cat([ops.keep_mask((2, 5, 5), 0.3, q.device) for _ in range(3)]).view(2, 3, 5, 5)
-    scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
-    expected = scores.softmax(-1) * keep / 0.7 @ v
+    keep = torch.cat([ops.keep_mask((n, 5, 5), 0.3, q.device) for n in draws]).view(batch, 3, 5, 5)
+    scores = (heads[0] @ heads[1].transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
+    expected = scores.softmax(-1) * keep / 0.7 @ heads[2]
     torch.testing.assert_close(out, expected)
     for a, b, c in zip(ours, again, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
         torch.testing.assert_close(a, c)
         assert torch.equal(a, b)
+    # results in the projections' layout: back to (B, T, D) without a copy
+    assert out.transpose(1, 2).is_contiguous() and all(g.is_contiguous() for g in ours)
 
 
 def test_keep_masks_drawn_in_turn_are_keep_mask_draws():
@@ -123,7 +134,8 @@ def test_keep_masks_drawn_in_turn_are_keep_mask_draws():
     torch.manual_seed(5)
     assert torch.equal(a, ops.keep_mask((4, 7), 0.25, torch.device("cpu")))
     assert torch.equal(b, ops.keep_mask((3, 5), 0.25, torch.device("cpu")))
-    assert a.dtype == torch.uint8 and set(a.unique().tolist()) <= {0, 1}
+    assert a.dtype == torch.float32 and set(a.unique().tolist()) <= {0.0, 1.0}
+    assert ops.keep_mask((2, 3), 0.25, torch.device("cpu"), dtype=torch.bfloat16).dtype == torch.bfloat16
 
 
 def test_dropout_backward_redraws_the_forwards_mask():

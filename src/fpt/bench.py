@@ -39,7 +39,7 @@ from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
 from fpt.results import environment
 from fpt.tasks import TaskSpec, get_task
-from fpt.train import Stepper, autocast, build_model, loss_fn, make_optimizer, resolve_device
+from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, make_optimizer, resolve_device
 
 ROWS = ("fpt", "reference", "full", "reservoir", "inference")
 FORMAT = "fpt-bench/1"
@@ -466,7 +466,7 @@ def run_bench(
         raise FPTError(f"unknown bench row {unknown[0] if unknown else ''!r}; choose from {', '.join(ROWS)}")
     if threads:
         torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)  # as fpt train runs
+    deterministic()  # as fpt train runs
     dev = resolve_device(device)
     precision = {"auto": "bf16" if dev.type == "cuda" else "fp32", "fp32": "fp32", "bf16": "bf16"}.get(dtype)
     if precision is None:
