@@ -17,9 +17,10 @@ def padded_batch(d: int) -> tuple[torch.Tensor, torch.Tensor]:
     return embeds, mask
 
 
+@pytest.mark.parametrize("frozen", [False, True])  # frozen: fpt.ops' frozen CPU path (oneDNN products)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_bert_body_matches_transformers(tiny_bert_dir, attn):
-    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval()
+def test_bert_body_matches_transformers(tiny_bert_dir, attn, frozen):
+    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval().requires_grad_(not frozen)
     backbone.model.set_attn_implementation(attn)
     embeds, mask = padded_batch(backbone.hidden_size)
     with torch.no_grad():
@@ -33,9 +34,10 @@ def test_bert_body_matches_transformers(tiny_bert_dir, attn):
     torch.testing.assert_close(full, full_ref, atol=1e-5, rtol=1e-5)
 
 
-def test_last_layer_on_read_tokens_gives_the_same_gradients(tiny_bert_dir):
+@pytest.mark.parametrize("frozen", [False, True])
+def test_last_layer_on_read_tokens_gives_the_same_gradients(tiny_bert_dir, frozen):
     """forward_at skips the last layer for tokens nobody reads: the input gradient is that of the whole body."""
-    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval()
+    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval().requires_grad_(not frozen)
     embeds, mask = padded_batch(backbone.hidden_size)
     grads = []
     for pruned in (True, False):
@@ -45,6 +47,18 @@ def test_last_layer_on_read_tokens_gives_the_same_gradients(tiny_bert_dir):
         out.square().sum().backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_frozen_body_gives_the_input_gradient_of_torchs_path(tiny_bert_dir):
+    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval()
+    embeds, mask = padded_batch(backbone.hidden_size)
+    grads = []
+    for frozen in (False, True):
+        backbone.requires_grad_(not frozen)
+        x = embeds.clone().requires_grad_(True)
+        backbone(x, mask).square().sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
 
 
 def test_dropout_rate_scale_and_gradient():
@@ -150,3 +164,49 @@ def test_dropout_backward_redraws_the_forwards_mask():
         torch.manual_seed(4)
         torch.randn(6, 9, 5)  # x's draw
         assert torch.equal(ops.dropout(x, 0.3, True), y)  # without autograd: the same draw, no graph
+
+
+@pytest.mark.skipif(not ops.ONEDNN, reason="oneDNN not in this torch build")
+def test_frozen_linear_matches_torch_and_gives_the_input_gradient_only():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 8, requires_grad=True)
+    weight, bias = torch.randn(5, 8), torch.randn(5)
+    grad = torch.randn(3, 7, 5)
+    y = ops.linear(x, weight, bias)
+    assert y.grad_fn is not None and "FrozenLinear" in type(y.grad_fn).__name__
+    (ours,) = torch.autograd.grad(y, x, grad)
+    expected = torch.nn.functional.linear(x, weight, bias)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(ours, torch.autograd.grad(expected, x, grad)[0])
+    trained = weight.clone().requires_grad_(True)  # a trained weight: torch's own path, with its gradient
+    assert "FrozenLinear" not in type(ops.linear(x, trained, bias).grad_fn).__name__
+    with torch.no_grad():
+        torch.testing.assert_close(ops.linear(x, weight, None), x @ weight.T)
+
+
+@pytest.mark.skipif(not ops.ONEDNN, reason="oneDNN not in this torch build")
+@pytest.mark.parametrize("known_backward", [True, False])
+def test_frozen_feed_forward_in_chunks_matches_autograd(monkeypatch, known_backward):
+    """Chunks of 4 rows of 3·5 = 15 (the last one short): the output and input gradient of torch's own ops."""
+    monkeypatch.setattr(ops, "FEED_FORWARD_ROWS", 4)
+    torch.manual_seed(1)
+    x = torch.randn(3, 5, 6, requires_grad=True)
+    w1, b1, w2, b2 = torch.randn(24, 6), torch.randn(24), torch.randn(6, 24), torch.randn(6)
+    gelu = torch.nn.functional.gelu
+    y = ops.feed_forward(x, w1, b1, gelu, w2, b2, torch.ops.aten.gelu_backward if known_backward else None)
+    assert "FrozenFeedForward" in type(y.grad_fn).__name__
+    grad = torch.randn_like(y)
+    expected = torch.nn.functional.linear(gelu(torch.nn.functional.linear(x, w1, b1)), w2, b2)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+
+
+def test_frozen_path_takes_contiguous_fp32_weights_only():
+    x = torch.randn(2, 3)
+    weight = torch.randn(4, 6)
+    assert ops.frozen(x, weight[:, :3].contiguous(), None) == ops.ONEDNN
+    assert not ops.frozen(x, weight[:, :3])  # a slice: oneDNN's slow path
+    assert not ops.frozen(x, weight[:, :3].contiguous().requires_grad_(True))
+    assert not ops.frozen(x.double(), weight[:, :3].double().contiguous())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not ops.frozen(x, weight[:, :3].contiguous())

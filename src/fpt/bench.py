@@ -7,7 +7,8 @@ Rows, on the same backbone, shapes and batch:
   full       full fine-tuning of fpt's model (train: all)
   reservoir  output-only training on cached frozen features (train: output, cache_features)
   inference  evaluation: fpt's forward under torch.inference_mode
-  matmul     a dense square matmul: the device's measured peak, the denominator of MFU
+  matmul     a dense square matmul through each kernel the steps use: the faster one is the device's measured
+             peak, the denominator of MFU
 
 Each row is warmed up, then the rows' repeats are interleaved round-robin, so load from other processes falls on
 every row alike; a row's step time is the median of its repeats. FLOPs are counted (torch.utils.flop_counter) on one
@@ -34,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from fpt import ops
 from fpt.cache import HeadOnly
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
@@ -299,8 +301,14 @@ def same_loss(
     return out
 
 
-# FlopCounterMode knows the GPU attention kernels; the CPU flash kernel is counted with the same formulas.
-CPU_ATTENTION_FLOPS = {
+def onednn_linear_flops(x_shape, weight_shape, *_, **__) -> int:
+    return 2 * math.prod(x_shape) * weight_shape[0]  # x (…, in) · weightᵀ (in, out)
+
+
+# FlopCounterMode knows the GPU attention kernels; the CPU flash kernel is counted with the same formulas, and
+# oneDNN's linear (fpt.ops' frozen path) as the matmul it is.
+CPU_FLOPS = {
+    torch.ops.mkldnn._linear_pointwise: onednn_linear_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
         lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v)
@@ -310,7 +318,7 @@ CPU_ATTENTION_FLOPS = {
 
 def measure_step(row: Row, device: torch.device) -> tuple[int, int | None]:
     """(FLOPs of one step, peak bytes over it on the CPU) from one untimed eager step after the first."""
-    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_FLOPS)
     if device.type == "cuda":
         with counter:
             row.step()
@@ -320,12 +328,16 @@ def measure_step(row: Row, device: torch.device) -> tuple[int, int | None]:
     return counter.get_total_flops(), memory.peak
 
 
-def matmul_row(device: torch.device, dtype: torch.dtype) -> tuple[Row, int, int]:
-    """A dense n × n matmul (fp32 2048 on a CPU, bf16 8192 on a GPU): (row, n, FLOPs per step)."""
+def matmul_rows(device: torch.device, dtype: torch.dtype) -> tuple[dict[str, Row], int, int]:
+    """A dense n × n matmul (fp32 2048 on a CPU, bf16 8192 on a GPU) through each kernel a step can use (torch's
+    matmul; on a CPU with oneDNN also oneDNN's, which fpt's frozen layers use): (rows by kernel, n, FLOPs)."""
     n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    return Row(lambda: a @ b, lambda: [a, b], 0), n, 2 * n**3
+    rows = {"torch.matmul": Row(lambda: a @ b, lambda: [a, b], 0)}
+    if device.type == "cpu" and dtype == torch.float32 and ops.ONEDNN:
+        rows["oneDNN linear"] = Row(lambda: ops.onednn_linear(a, b), lambda: [a, b], 0)
+    return rows, n, 2 * n**3
 
 
 def timed(step: Callable[[], Any], times: int, device: torch.device) -> float:
@@ -365,15 +377,16 @@ def bench_shape(
     batch = fixed_batch(spec, shape.batch, device, seed)
     rows, check = build_rows(names, cfg, spec, batch, device)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-    matmul, n, matmul_flops = matmul_row(device, dtype)
+    matmuls, n, matmul_flops = matmul_rows(device, dtype)
     for row in rows.values():
         row.step()  # the optimizer's state exists from the first step on: measure a step like every later one
     counted = {name: measure_step(row, device) for name, row in rows.items()}
     for row in rows.values():
         if cfg.compile and row.model is not None:
             row.model.compile()  # after counting: FLOPs and CPU memory are those of the eager step
-    seconds, cuda_peaks = run_interleaved({**rows, "matmul": matmul}, warmup, repeats, device)
-    peak_flops = matmul_flops / median(seconds["matmul"])
+    seconds, cuda_peaks = run_interleaved({**rows, **matmuls}, warmup, repeats, device)
+    kernel = min(matmuls, key=lambda k: median(seconds[k]))  # the peak: the fastest kernel
+    peak_flops = matmul_flops / median(seconds[kernel])
     out_rows = {}
     for name, row in rows.items():
         step = median(seconds[name])
@@ -396,9 +409,11 @@ def bench_shape(
         "matmul": {
             "n": n,
             "dtype": str(dtype).removeprefix("torch."),
-            "step_seconds_all": seconds["matmul"],
+            "kernel": kernel,
+            "step_seconds_all": seconds[kernel],
             "flops_per_second": peak_flops,
-            "flops_per_second_best": matmul_flops / min(seconds["matmul"]),
+            "flops_per_second_best": matmul_flops / min(seconds[kernel]),
+            "flops_per_second_by_kernel": {k: matmul_flops / median(seconds[k]) for k in matmuls},
         },
         "rows": out_rows,
         "same_loss": check,
@@ -508,7 +523,8 @@ def run_bench(
             else "high-water mark of live tensor-storage bytes over one eager step (parameters, gradients, "
             "optimizer state, activations, temporaries), tracked by a TorchDispatchMode",
             "flops": "torch.utils.flop_counter.FlopCounterMode over one eager step (matmuls and attention)",
-            "mfu": "achieved FLOP/s ÷ the median FLOP/s of the dense matmul row, timed in the same rounds",
+            "mfu": "achieved FLOP/s ÷ the median FLOP/s of the dense matmul row (the faster kernel where two are "
+            "timed: torch.matmul and, on a CPU, oneDNN's), timed in the same rounds",
         },
         "environment": environment(dev),
         "shapes": results,

@@ -28,7 +28,8 @@ def table(record: dict[str, Any]) -> list[list[str]]:
             ])  # fmt: skip
         m = shape["matmul"]
         peak = f"{m['flops_per_second'] / 1e9:,.1f}"
-        lines.append([where, f"matmul {m['n']}² {m['dtype']}", "", "", "", "", "", peak, "100%"])
+        kernel = f" ({m['kernel']})" if "kernel" in m else ""
+        lines.append([where, f"matmul {m['n']}² {m['dtype']}{kernel}", "", "", "", "", "", peak, "100%"])
     return lines
 
 

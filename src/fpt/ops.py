@@ -11,6 +11,7 @@ own kernels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +101,110 @@ class MaskDraws:
 
     def next(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
         return draw(self.keep[: math.prod(shape)].view(shape), self.p, self.generator, self.words)
+
+
+# oneDNN's fp32 matmul (the kernel behind torch's mkldnn linear) ran 10–20% faster than torch's default CPU matmul
+# (MKL) on a transformer's (tokens × D) · (D × D′) products, with the weight contiguous or its transpose. A weight
+# with other strides (a slice of a wider one) fell to a path thousands of times slower: those go to F.linear.
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x · weightᵀ + bias through oneDNN, no autograd: x (…, in), weight (out, in) contiguous or the transpose of a
+    contiguous (in, out)."""
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def frozen(x: torch.Tensor, *weights: torch.Tensor | None) -> bool:
+    """Whether a product of x with `weights` can take the frozen CPU path: fp32 on a CPU with oneDNN, outside
+    autocast, and every weight (or bias) contiguous and not trained."""
+    return (
+        ONEDNN
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and all(w is None or (w.dtype == torch.float32 and w.is_contiguous() and not w.requires_grad) for w in weights)
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias). With a frozen weight and bias on the CPU (see `frozen`) the products run through
+    oneDNN, forward and backward, and backward gives x's gradient alone: nothing of x is kept for it."""
+    if not frozen(x, weight, bias):
+        return F.linear(x, weight, bias)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return onednn_linear(x, weight, bias)
+    return FrozenLinear.apply(x, weight, bias)
+
+
+class FrozenLinear(torch.autograd.Function):
+    """x · Wᵀ + b with W and b frozen: backward is grad · W, no weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(weight)
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return onednn_linear(grad, weight.t()), None, None
+
+
+FEED_FORWARD_ROWS = 1024  # tokens a frozen feed-forward block takes at a time after its first product
+
+
+def feed_forward(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    act: Callable[[torch.Tensor], torch.Tensor],
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    act_backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """act(x · w1ᵀ + b1) · w2ᵀ + b2, x (…, D) → (…, D′): a transformer's feed-forward block. Frozen on the CPU (see
+    `frozen`) it is one autograd function (FrozenFeedForward); otherwise torch's ops. act_backward(grad, pre) is
+    act's gradient at its input `pre`, when known (otherwise backward runs act again under autograd)."""
+    if not frozen(x, w1, b1, w2, b2):
+        return F.linear(act(F.linear(x, w1, b1)), w2, b2)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return onednn_linear(act(onednn_linear(x, w1, b1)), w2, b2)
+    return FrozenFeedForward.apply(x, w1, b1, act, w2, b2, act_backward)
+
+
+class FrozenFeedForward(torch.autograd.Function):
+    """A frozen feed-forward block that keeps only the activation's input (B·T × 4D) for backward, like autograd
+    does, but never holds a full-size activation output or its gradient: after the first product, forward and
+    backward take FEED_FORWARD_ROWS tokens at a time, so those (4D-wide) temporaries are a chunk's, and the step's
+    peak (at the forward's last layer) is lower. Products run through oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, act, w2, b2, act_backward):
+        rows = x.reshape(-1, x.shape[-1])
+        pre = onednn_linear(rows, w1, b1)  # (N, 4D)
+        out = torch.cat([onednn_linear(act(chunk), w2, b2) for chunk in pre.split(FEED_FORWARD_ROWS)])
+        ctx.save_for_backward(pre, w1, w2)
+        ctx.act, ctx.act_backward = act, act_backward
+        return out.view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, w1, w2 = ctx.saved_tensors
+        rows = grad.reshape(-1, grad.shape[-1])
+        parts = []
+        for pre_chunk, grad_chunk in zip(pre.split(FEED_FORWARD_ROWS), rows.split(FEED_FORWARD_ROWS), strict=True):
+            grad_act = onednn_linear(grad_chunk, w2.t())  # (n, 4D)
+            if ctx.act_backward is not None:
+                grad_pre = ctx.act_backward(grad_act, pre_chunk)
+            else:
+                with torch.enable_grad():
+                    at = pre_chunk.detach().requires_grad_()
+                    (grad_pre,) = torch.autograd.grad(ctx.act(at), at, grad_act)
+            parts.append(onednn_linear(grad_pre, w1.t()))
+        return torch.cat(parts).view(*grad.shape[:-1], -1), None, None, None, None, None, None
 
 
 def attention(

@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
+from transformers.activations import GELUActivation
 from transformers.models.bert.modeling_bert import BertLayer
 
 from fpt import ops
@@ -88,27 +90,24 @@ def bert_layer(
     def split(y: torch.Tensor) -> torch.Tensor:  # (B, T, D) → (B, H, T, D / H)
         return y.view(b, y.shape[1], heads, d // heads).transpose(1, 2)
 
-    q, k, v = split(attention.query(xq)), split(attention.key(x)), split(attention.value(x))
+    q, k, v = (
+        split(ops.linear(y, m.weight, m.bias))
+        for y, m in ((xq, attention.query), (x, attention.key), (x, attention.value))
+    )
     a = ops.attention(q, k, v, keys, attention.dropout.p, training).transpose(1, 2).reshape(b, -1, d)  # (B, Tq, D)
-    y = out.LayerNorm(ops.dropout(out.dense(a), out.dropout.p, training) + xq)
+    y = out.LayerNorm(ops.dropout(ops.linear(a, out.dense.weight, out.dense.bias), out.dropout.p, training) + xq)
     return ffn.LayerNorm(ops.dropout(feed_forward(layer, y), ffn.dropout.p, training) + y)
 
 
-FEED_FORWARD_ROWS = 1024  # tokens a chunk of a frozen feed-forward block takes at a time
-
-
 def feed_forward(layer: BertLayer, y: torch.Tensor) -> torch.Tensor:
-    """output.dense(intermediate(y)), y (B, T, D) → (B, T, D). When autograd records a frozen feed-forward block,
-    it keeps only the GELU's input for backward, and the 4·D-wide GELU output is a temporary at the step's peak
-    (the forward's last full layer): there it runs FEED_FORWARD_ROWS tokens at a time, so that temporary is a
-    chunk's. Trained weights need the GELU output for their gradient anyway; those run in one piece."""
-    dense, intermediate = layer.output.dense, layer.intermediate
-    rows = y.reshape(-1, y.shape[-1])
-    frozen = not dense.weight.requires_grad and not intermediate.dense.weight.requires_grad
-    if not (torch.is_grad_enabled() and frozen and rows.shape[0] > FEED_FORWARD_ROWS):
-        return dense(intermediate(y))
-    chunks = [dense(intermediate(c)) for c in rows.split(FEED_FORWARD_ROWS)]
-    return torch.cat(chunks).view(*y.shape[:-1], -1)
+    """output.dense(intermediate(y)), y (B, T, D) → (B, T, D), through fpt.ops.feed_forward (its frozen path)."""
+    intermediate, dense = layer.intermediate.dense, layer.output.dense
+    act = layer.intermediate.intermediate_act_fn
+    exact_gelu = isinstance(act, GELUActivation) and act.act is F.gelu
+    return ops.feed_forward(
+        y, intermediate.weight, intermediate.bias, act, dense.weight, dense.bias,
+        torch.ops.aten.gelu_backward if exact_gelu else None,
+    )  # fmt: skip
 
 
 def minilm_dir():
