@@ -99,7 +99,7 @@ def test_attention_with_dropout_gradients():
     ours = torch.autograd.grad(out, (q, k, v), grad)
     torch.manual_seed(7)  # the same draw: the mask the fast path used
     scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
-    keep = ops.keep_mask(scores.shape, 0.3, scores.device)
+    keep = ops.keep_mask(scores.shape, 0.3)
     expected = scores.softmax(-1) * keep / 0.7 @ v
     torch.testing.assert_close(out, expected)
     for a, b in zip(ours, torch.autograd.grad(expected, (q, k, v), grad), strict=True):
@@ -130,7 +130,8 @@ def test_attention_with_dropout_in_blocks(monkeypatch, batch, chunk, draws):
     ours = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
     again = torch.autograd.grad(out, (q, k, v), grad)
     torch.manual_seed(7)
-    keep = torch.cat([ops.keep_mask((n, 5, 5), 0.3, q.device) for n in draws]).view(batch, 3, 5, 5)
+    masks = ops.MaskDraws(max(draws) * 25, 0.3, ops.new_seed())
+    keep = torch.cat([masks.next((n, 5, 5)).clone() for n in draws]).view(batch, 3, 5, 5)
     scores = (heads[0] @ heads[1].transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
     expected = scores.softmax(-1) * keep / 0.7 @ heads[2]
     torch.testing.assert_close(out, expected)
@@ -141,15 +142,20 @@ def test_attention_with_dropout_in_blocks(monkeypatch, batch, chunk, draws):
     assert out.transpose(1, 2).is_contiguous() and all(g.is_contiguous() for g in ours)
 
 
-def test_keep_masks_drawn_in_turn_are_keep_mask_draws():
+def test_keep_masks_drawn_in_turn_continue_one_stream():
+    """MaskDraws' first mask is keep_mask's from the same seed; the next ones continue its random words (four mask
+    elements a word), and torch.manual_seed decides the seed."""
     torch.manual_seed(5)
-    draws = ops.MaskDraws(4 * 7, 0.25, torch.device("cpu"))
-    a, b = draws.next((4, 7)).clone(), draws.next((3, 5)).clone()
+    draws = ops.MaskDraws(4 * 7, 0.25, ops.new_seed())
+    a, b = draws.next((4, 7)).clone(), draws.next((3, 5)).clone()  # 7 words, then 4
     torch.manual_seed(5)
-    assert torch.equal(a, ops.keep_mask((4, 7), 0.25, torch.device("cpu")))
-    assert torch.equal(b, ops.keep_mask((3, 5), 0.25, torch.device("cpu")))
-    assert a.dtype == torch.float32 and set(a.unique().tolist()) <= {0.0, 1.0}
-    assert ops.keep_mask((2, 3), 0.25, torch.device("cpu"), dtype=torch.bfloat16).dtype == torch.bfloat16
+    seed = ops.new_seed()
+    assert torch.equal(a, ops.keep_mask((4, 7), 0.25, seed))
+    assert torch.equal(torch.cat([a.flatten(), b.flatten()]), ops.keep_mask((44,), 0.25, seed)[:43])
+    assert a.dtype == torch.float32 and set(a.unique().tolist()) == {0.0, 1.0}
+    assert ops.keep_mask((2, 3), 0.25, dtype=torch.bfloat16).dtype == torch.bfloat16
+    kept = ops.keep_mask((200_000,), 0.25).mean().item()
+    assert abs(kept - 0.75) < 0.005
 
 
 def test_dropout_backward_redraws_the_forwards_mask():

@@ -1,11 +1,12 @@
-"""Fast paths for the frozen body: dropout and attention that compute what PyTorch's would, for less.
+"""Fast paths for the frozen body: dropout, attention and frozen products that compute what PyTorch's would, for less.
 
 Measured on a 2-core CPU (minilm, bit-memory, one FPT step; `fpt bench` has the numbers): torch's CPU dropout draws
 one Mersenne-Twister number per element through `bernoulli_`, about 10% of a step, and CPU scaled-dot-product
 attention has no fused kernel with dropout, so in training it falls back to a math path with NaN guards over every
-(B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random draws (four masks per draw), and
-CPU training attention with dropout is one autograd function (DropoutAttention). Everything else goes to PyTorch's
-own kernels.
+(B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random words (four mask elements per
+word), CPU training attention with dropout is one autograd function (DropoutAttention), and products with frozen
+weights go through oneDNN with no weight gradient (linear, feed_forward). Everything else goes to PyTorch's own
+kernels.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,76 +33,69 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return Dropout.apply(x, p)
 
 
-def kept(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x · keep / (1 − p) (dropout's output, or its gradient for the gradient), with keep_mask's draw from
-    `generator` (default: torch's) written straight into the result: no mask tensor beside it."""
-    return draw(torch.empty(x.shape, dtype=x.dtype, device=x.device), p, generator).mul_(x).mul_(1.0 / (1.0 - p))
+def kept(x: torch.Tensor, p: float, seed: int | None = None) -> torch.Tensor:
+    """x · keep / (1 − p) (dropout's output, or its gradient for the gradient), with the keep mask drawn from
+    `seed` (default: a fresh seed()) straight into the result: no mask tensor beside it."""
+    keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return draw(keep, p, bits(new_seed() if seed is None else seed)).mul_(x).mul_(1.0 / (1.0 - p))
 
 
 class Dropout(torch.autograd.Function):
-    """CPU dropout that keeps the random generator's state for backward, not its mask: backward redraws the mask
-    (a few ms for a (B, T, D) batch), which saves keeping a mask per dropped activation."""
+    """CPU dropout that keeps the seed of its mask for backward, not the mask: backward redraws it (a few ms for a
+    (B, T, D) batch), which saves keeping a mask per dropped activation."""
 
     @staticmethod
     def forward(ctx, x, p):
-        rng = torch.get_rng_state()
-        ctx.save_for_backward(rng)
-        ctx.p = p
-        return kept(x, p)
+        ctx.p, ctx.seed = p, new_seed()
+        return kept(x, p, ctx.seed)
 
     @staticmethod
     def backward(ctx, grad):
-        (rng,) = ctx.saved_tensors
-        generator = torch.Generator(device=grad.device)
-        generator.set_state(rng)
-        return kept(grad, ctx.p, generator), None  # the forward's mask
+        return kept(grad, ctx.p, ctx.seed), None  # the forward's mask
+
+
+def new_seed() -> int:
+    """A 63-bit seed for a run of mask draws, from torch's default generator: torch.manual_seed and fpt's
+    checkpoints (which keep that generator's state) decide every mask."""
+    return int(torch.empty((), dtype=torch.int64).random_())
+
+
+def bits(seed: int) -> np.random.SFC64:
+    """The random bits masks are drawn from: numpy's SFC64 generator, which gives 64-bit words about 1.7× as fast as
+    torch's CPU generator (Mersenne Twister) on this machine; the masks were the largest share of a step's
+    elementwise work."""
+    return np.random.SFC64(seed)
 
 
 def keep_mask(
-    shape: torch.Size | tuple[int, ...],
-    p: float,
-    device: torch.device,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
+    shape: torch.Size | tuple[int, ...], p: float, seed: int | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """1 where an element is kept (probability 1 − p, rounded to 1/65536), else 0, in `dtype`."""
-    return draw(torch.empty(shape, dtype=dtype, device=device), p, generator)
+    """1 where an element is kept (probability 1 − p, rounded to 1/65536), else 0, in `dtype`, on the CPU: the
+    first mask MaskDraws(…, seed) gives (seed: a fresh new_seed() if None)."""
+    return draw(torch.empty(shape, dtype=dtype), p, bits(new_seed() if seed is None else seed))
 
 
-def draw(
-    keep: torch.Tensor, p: float, generator: torch.Generator | None = None, words: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Fill `keep` (contiguous, floating point) with a keep mask and return it: 64 random bits per four elements
-    (into `words`, int64, at least a quarter of keep's size; fresh if None), each element kept where its 16 bits,
-    read as a signed integer, are at least −2¹⁵ + round(p · 2¹⁶). The comparison writes the floats directly, and
-    float × float is one fused pass on the CPU, where float × uint8 or bool first converts the mask into a fresh
-    float temporary and masked_fill or where run slower still."""
+def draw(keep: torch.Tensor, p: float, source: np.random.SFC64) -> torch.Tensor:
+    """Fill `keep` (contiguous, floating point, on the CPU) with a keep mask and return it: the next 64 random bits
+    of `source` per four elements, each element kept where its 16 bits, read as a signed integer, are at least
+    −2¹⁵ + round(p · 2¹⁶). The comparison writes the floats directly, and float × float is one fused pass on the
+    CPU, where float × uint8 or bool first converts the mask into a fresh float temporary and masked_fill or where
+    run slower still."""
     n = keep.numel()
-    if words is None:
-        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=keep.device)
-    words = words[: (n + 3) // 4].random_(-(2**63), None, generator=generator)
-    return torch.ge(words.view(torch.int16)[:n].view(keep.shape), _INT16_LOW + round(p * 65536), out=keep)
+    words = torch.from_numpy(source.random_raw((n + 3) // 4).view(np.int16)[:n])
+    return torch.ge(words.view(keep.shape), _INT16_LOW + round(p * 65536), out=keep)
 
 
 class MaskDraws:
-    """Keep masks drawn one after another into two reused buffers (random words, then the mask), for up to `size`
-    elements each: the draws are those of keep_mask, in order, and on the CPU a reused buffer costs no page faults.
-    A returned mask is valid until the next draw."""
+    """Keep masks drawn one after another from one seed into a reused buffer of `size` elements: the first is
+    keep_mask(…, seed)'s, and each next one continues the same random stream. A mask is valid until the next."""
 
-    def __init__(
-        self,
-        size: int,
-        p: float,
-        device: torch.device,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.words = torch.empty((size + 3) // 4, dtype=torch.int64, device=device)
-        self.keep = torch.empty(size, dtype=dtype, device=device)
-        self.p, self.generator = p, generator
+    def __init__(self, size: int, p: float, seed: int, dtype: torch.dtype = torch.float32) -> None:
+        self.keep = torch.empty(size, dtype=dtype)
+        self.p, self.source = p, bits(seed)
 
     def next(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        return draw(self.keep[: math.prod(shape)].view(shape), self.p, self.generator, self.words)
+        return draw(self.keep[: math.prod(shape)].view(shape), self.p, self.source)
 
 
 # oneDNN's fp32 matmul (the kernel behind torch's mkldnn linear) ran 10–20% faster than torch's default CPU matmul
@@ -226,13 +221,13 @@ CHUNK_ELEMENTS = 1 << 18
 class DropoutAttention(torch.autograd.Function):
     """CPU attention with dropout on the probabilities, by hand, keeping nothing of size (B, H, Tq, T) for backward.
 
-    Forward keeps q (scaled), k, v and the random generator's state before the dropout draws; backward recomputes
-    the probabilities (a (Tq × d) · (d × T) product and a softmax, bitwise the forward's) and redraws the same
-    dropout masks from the saved state. Both passes go through the B·H (Tq, T) score matrices a block at a time
+    Forward keeps q (scaled), k, v and the seed of its dropout masks (new_seed); backward recomputes the
+    probabilities (a (Tq × d) · (d × T) product and a softmax, bitwise the forward's) and redraws the same dropout
+    masks from the seed. Both passes go through the B·H (Tq, T) score matrices a block at a time
     (Blocks), in place (softmax in place, the dropout scale folded into the (Tq, d)-sized products): a long
     sequence's (B, H, Tq, T) tensors were most of its memory and time, and a block's buffers stay in cache. The
     gradient through softmax takes Σ_j P_ij · g_ij over the kept entries, so neither the dropped probabilities nor
-    the output are kept. The masks are drawn per block, in order, from torch's default generator."""
+    the output are kept. The masks are drawn per block, in order, from that seed (MaskDraws)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
@@ -242,28 +237,26 @@ class DropoutAttention(torch.autograd.Function):
         qs = q * scale  # in q's memory layout
         blocks = Blocks(b, h, tq, k.shape[2])
         pad = blocks.of(None if keys is None else ~keys.expand(b, h, 1, -1))  # True at padding keys
-        rng = torch.get_rng_state()
+        seed = new_seed()
         out = Blocks.empty(b, h, tq, d, q)
-        masks, scores = MaskDraws(blocks.size, p, q.device, dtype=q.dtype), q.new_empty(blocks.size)
+        masks, scores = MaskDraws(blocks.size, p, seed, q.dtype), q.new_empty(blocks.size)
         for qb, kb, vb, padb, outb in zip(blocks.of(qs), blocks.of(k), blocks.of(v), pad, blocks.of(out), strict=True):
             probs = softmax_scores(qb, kb, padb, scores)  # (n, Tq, T)
             torch.matmul(probs.mul_(masks.next(probs.shape)), vb, out=outb)
-        ctx.save_for_backward(qs, k, v, keys, rng)
-        ctx.p, ctx.keep_scale, ctx.scale = p, keep_scale, scale
+        ctx.save_for_backward(qs, k, v, keys)
+        ctx.p, ctx.seed, ctx.keep_scale, ctx.scale = p, seed, keep_scale, scale
         return out.mul_(keep_scale)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):  # grad (B, H, Tq, d)
-        qs, k, v, keys, rng = ctx.saved_tensors
+        qs, k, v, keys = ctx.saved_tensors
         b, h, tq, d = grad.shape
         t, s = k.shape[2], ctx.keep_scale
-        generator = torch.Generator(device=qs.device)
-        generator.set_state(rng)
         blocks = Blocks(b, h, tq, t)
         pad = blocks.of(None if keys is None else ~keys.expand(b, h, 1, -1))
         grad_q, grad_k, grad_v = (Blocks.empty(b, h, n, d, qs) for n in (tq, t, t))
-        masks = MaskDraws(blocks.size, ctx.p, qs.device, generator, qs.dtype)
+        masks = MaskDraws(blocks.size, ctx.p, ctx.seed, qs.dtype)
         scores, buffer = qs.new_empty(blocks.size), qs.new_empty(blocks.size)
         # the key and value gradients of a block are built transposed, (n, d, T), then copied in: a (d × Tq)·(Tq × T)
         # product runs about 1.5× faster on the CPU than the (T × Tq)·(Tq × d) one with its first factor transposed
