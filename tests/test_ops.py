@@ -216,3 +216,25 @@ def test_frozen_path_takes_contiguous_fp32_weights_only():
     assert not ops.frozen(x.double(), weight[:, :3].double().contiguous())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not ops.frozen(x, weight[:, :3].contiguous())
+
+
+def test_compiled_body_traces_whole_and_matches_eager(tiny_bert_dir):
+    """Under torch.compile the hand-written paths (numpy masks, oneDNN calls, the padding check) step aside for
+    PyTorch's ops: the frozen body's training forward and backward trace as one graph (fullgraph fails on any
+    break) and give eager's loss and input gradient with dropout off."""
+    backbone = fpt.get_backbone("bert", path=tiny_bert_dir).requires_grad_(False)
+    embeds, mask = padded_batch(backbone.hidden_size)
+
+    def step(forward):
+        x = embeds.clone().requires_grad_()
+        loss = forward(x, mask)[mask].square().mean()
+        return loss, torch.autograd.grad(loss, x)[0]
+
+    compiled = torch.compile(backbone, fullgraph=True, backend="aot_eager")
+    backbone.train()  # dropout paths traced: fpt.ops' CPU dropout would break the graph
+    step(compiled)
+    backbone.eval()
+    loss, grad = step(compiled)
+    expected_loss, expected_grad = step(backbone)
+    torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-5)

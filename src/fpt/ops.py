@@ -7,6 +7,10 @@ attention has no fused kernel with dropout, so in training it falls back to a ma
 word), CPU training attention with dropout is one autograd function (DropoutAttention), and products with frozen
 weights go through oneDNN with no weight gradient (linear, feed_forward). Everything else goes to PyTorch's own
 kernels.
+
+Under torch.compile all of these step aside for PyTorch's own ops (F.dropout, scaled_dot_product_attention,
+F.linear), which the compiler traces and fuses; the hand-written paths call numpy and oneDNN directly, which it
+cannot.
 """
 
 from __future__ import annotations
@@ -26,11 +30,16 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     multiple of 1/65536 (0.1 → 0.100006); elsewhere it is F.dropout itself."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or compiling():
         return F.dropout(x, p, True)
     if not (torch.is_grad_enabled() and x.requires_grad):
         return kept(x, p)
     return Dropout.apply(x, p)
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing: then fpt's hand-written paths give way to PyTorch's ops."""
+    return torch.compiler.is_compiling()
 
 
 def kept(x: torch.Tensor, p: float, seed: int | None = None) -> torch.Tensor:
@@ -114,9 +123,10 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def frozen(x: torch.Tensor, *weights: torch.Tensor | None) -> bool:
     """Whether a product of x with `weights` can take the frozen CPU path: fp32 on a CPU with oneDNN, outside
-    autocast, and every weight (or bias) contiguous and not trained."""
+    autocast and torch.compile, and every weight (or bias) contiguous and not trained."""
     return (
         ONEDNN
+        and not compiling()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
@@ -208,7 +218,7 @@ def attention(
     """Softmax attention: q (B, H, Tq, d), k and v (B, H, T, d), keys (B, 1, 1, T) bool (True: a real token) or
     None (all real) → (B, H, Tq, d), with dropout p on the attention probabilities in training."""
     p = p if training else 0.0
-    if p == 0.0 or q.device.type != "cpu":  # fused kernels: flash / memory-efficient, with dropout on CUDA
+    if p == 0.0 or q.device.type != "cpu" or compiling():  # fused kernels (flash, memory-efficient: dropout on CUDA)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)
     return DropoutAttention.apply(q, k, v, keys, p)
 
