@@ -106,7 +106,8 @@ def render_markdown(record: dict[str, Any]) -> str:
         "Rows: `fpt` is fpt's FPT training step; `reference` the same model as a user would write it with "
         "transformers (AutoModel, eager attention, frozen by parameter name, plain Adam); `full` full fine-tuning "
         "(`--train all`); `reservoir` the head trained on cached frozen features; `inference` evaluation under "
-        "`torch.inference_mode`; `matmul` a dense square matmul, the peak MFU is measured against.",
+        "`torch.inference_mode`; `matmul` a dense square matmul (the faster of torch.matmul and, on a CPU, "
+        "oneDNN's), the peak MFU is measured against.",
         "",
         "## Targets",
         "",
