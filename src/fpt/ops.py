@@ -30,16 +30,17 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     multiple of 1/65536 (0.1 → 0.100006); elsewhere it is F.dropout itself."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or compiling():
+    if not hand_written(x):
         return F.dropout(x, p, True)
     if not (torch.is_grad_enabled() and x.requires_grad):
         return kept(x, p)
     return Dropout.apply(x, p)
 
 
-def compiling() -> bool:
-    """Whether torch.compile is tracing: then fpt's hand-written paths give way to PyTorch's ops."""
-    return torch.compiler.is_compiling()
+def hand_written(x: torch.Tensor) -> bool:
+    """Whether fpt's hand-written CPU paths may take x: it is on the CPU and torch.compile is not tracing (which
+    gets PyTorch's ops instead)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def kept(x: torch.Tensor, p: float, seed: int | None = None) -> torch.Tensor:
@@ -126,8 +127,7 @@ def frozen(x: torch.Tensor, *weights: torch.Tensor | None) -> bool:
     autocast and torch.compile, and every weight (or bias) contiguous and not trained."""
     return (
         ONEDNN
-        and not compiling()
-        and x.device.type == "cpu"
+        and hand_written(x)
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and all(w is None or (w.dtype == torch.float32 and w.is_contiguous() and not w.requires_grad) for w in weights)
@@ -218,7 +218,7 @@ def attention(
     """Softmax attention: q (B, H, Tq, d), k and v (B, H, T, d), keys (B, 1, 1, T) bool (True: a real token) or
     None (all real) → (B, H, Tq, d), with dropout p on the attention probabilities in training."""
     p = p if training else 0.0
-    if p == 0.0 or q.device.type != "cpu" or compiling():  # fused kernels (flash, memory-efficient: dropout on CUDA)
+    if p == 0.0 or not hand_written(q):  # fused kernels: flash / memory-efficient, with dropout on CUDA
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)
     return DropoutAttention.apply(q, k, v, keys, p)
 
