@@ -1,5 +1,8 @@
 """The README's and BENCHMARKS.md's numbers are renderings of committed results files, not typed by hand."""
 
+import re
+import subprocess
+from fnmatch import fnmatch
 from pathlib import Path
 
 from fpt import bench_render
@@ -40,3 +43,16 @@ def test_readme_fashion_fpt_vs_linear_rows_come_from_the_result_files():
         test, val = 100 * record["test_accuracy"], 100 * record["val_accuracy"]
         row = f"| {steps} | {test:.2f}% | {val:.1f}% ({record['best_step']}"
         assert row in readme, row
+
+
+def test_every_results_path_the_readme_cites_is_committed():
+    """A results file, folder or glob the README names matches a tracked file (a .gitignore pattern once hid
+    results/bench/runs/, whose records the README cited, from every commit)."""
+    readme = (ROOT / "README.md").read_text()
+    cited = set(re.findall(r"[`(](results/[^`)\s]*)[`)]", readme))
+    assert "results/bench/runs/*-2-threads.json" in cited
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "results"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    missing = [path for path in sorted(cited) if not any(fnmatch(t, path) or t.startswith(path) for t in tracked)]
+    assert not missing, missing
