@@ -36,6 +36,9 @@ def test_record_has_every_row_with_its_measurements(record):
     assert data["format"] == "fpt-bench/1" and data["settings"]["device"] == "cpu"
     assert {"versions", "hardware", "git"} <= set(data["environment"])
     assert len(data["load_average"]["before"]) == 3 and "memory" in data["methods"]
+    shares = data["cpu_time"]  # Linux: the machine's busy and stolen CPU time over the run
+    assert 0 < shares["busy"] <= 1 and 0 <= shares["steal"] < 1
+    assert data["environment"]["hardware"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX")
     assert [s["name"] for s in data["shapes"]] == ["bit-memory", "long"]
     for shape in data["shapes"]:
         assert list(shape["rows"]) == list(ROWS)
@@ -102,3 +105,12 @@ def test_tensor_bytes_counts_live_storages_and_their_peak():
         d = torch.ones(500)  # +2000 after the free
     assert memory.peak == 8000 and memory.current == 6000
     del d
+
+
+def test_cpu_shares_from_tick_counters():
+    from fpt.results import cpu_shares
+
+    # user nice system idle iowait irq softirq steal
+    before, after = [100, 0, 50, 1000, 10, 0, 0, 5], [160, 0, 70, 1100, 10, 0, 0, 25]
+    assert cpu_shares(before, after) == {"busy": 80 / 200, "steal": 20 / 200}
+    assert cpu_shares(None, after) is None and cpu_shares(after, after) is None

@@ -39,7 +39,7 @@ from fpt import ops
 from fpt.cache import HeadOnly
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
-from fpt.results import environment
+from fpt.results import cpu_shares, cpu_ticks, environment
 from fpt.tasks import TaskSpec, get_task
 from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, make_optimizer, resolve_device
 
@@ -143,7 +143,9 @@ class Reference(nn.Module):
     def __init__(self, source: str, spec: TaskSpec, dropout: float) -> None:
         super().__init__()
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a bar per weight load would interleave with the bench's table
         self.body = AutoModel.from_pretrained(
             source,
             attn_implementation="eager",
@@ -494,7 +496,7 @@ def run_bench(
         probe = build_model(cfg, Shape("bit-memory", 1, 1).spec())
         shapes = default_shapes(dev, probe.backbone.max_positions)
         del probe
-    started, load_before = time.perf_counter(), os.getloadavg()
+    started, load_before, ticks_before = time.perf_counter(), os.getloadavg(), cpu_ticks()
     results = [bench_shape(s, names, cfg, warmup, repeats, dev, seed) for s in shapes]
     return {
         "format": FORMAT,
@@ -502,6 +504,7 @@ def run_bench(
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "cpu_time": cpu_shares(ticks_before, cpu_ticks()),  # busy and stolen shares of the machine over the run
         "settings": {
             "backbone": backbone,
             "backbone_path": backbone_path,

@@ -80,9 +80,19 @@ def print_text(record: dict[str, Any], file=sys.stdout) -> None:
     s, load = record["settings"], record["load_average"]
     print(
         f"{s['device']} {s['precision']}, {s['threads']} threads, {s['repeats']} repeats after {s['warmup']} warm-up; "
-        f"load average {load['before'][0]:.2f} → {load['after'][0]:.2f}; memory: {record['methods']['memory']}",
+        f"load average {load['before'][0]:.2f} → {load['after'][0]:.2f}{cpu_time_text(record)}; "
+        f"memory: {record['methods']['memory']}",
         file=file,
     )
+
+
+def cpu_time_text(record: dict[str, Any]) -> str:
+    """The run's machine CPU time shares as a clause (", machine CPU time over the run: 51% busy, 0.1% stolen by the
+    hypervisor"), or "" where the record has none."""
+    shares = record.get("cpu_time")
+    if not shares:
+        return ""
+    return f", machine CPU time over the run: {shares['busy']:.0%} busy, {shares['steal']:.1%} stolen by the hypervisor"
 
 
 def render_markdown(record: dict[str, Any]) -> str:
@@ -131,13 +141,16 @@ def render_markdown(record: dict[str, Any]) -> str:
         "",
         "## Setup",
         "",
-        f"- Device: {hw['device']}" + (f" ({hw['gpu']})" if hw.get("gpu") else "") + f"; CPU: {hw['cpu']}, "
-        f"{hw['cpu_count']} cores, torch threads {s['threads']}; {hw['platform']}",
+        f"- Device: {hw['device']}"
+        + (f" ({hw['gpu']})" if hw.get("gpu") else "")
+        + f"; CPU: {hw['cpu']}"
+        + "".join(f", {hw[k]}" for k in ("cpu_model", "cpu_capability") if hw.get(k))
+        + f", {hw['cpu_count']} cores, torch threads {s['threads']}; {hw['platform']}",
         f"- Precision {s['precision']}, compile {s['compile']}, backbone {s['backbone']}, dropout {s['dropout']}, "
         f"{s['repeats']} timed repeats after {s['warmup']} warm-up steps per row",
         f"- Load average (1 min) {record['load_average']['before'][0]:.2f} before, "
-        f"{record['load_average']['after'][0]:.2f} after; run took {record['seconds']:.0f} s, finished "
-        f"{record['finished_at']}",
+        f"{record['load_average']['after'][0]:.2f} after{cpu_time_text(record)}; run took {record['seconds']:.0f} s, "
+        f"finished {record['finished_at']}",
         f"- Commit {git['commit']}" + (" (with uncommitted changes)" if git["dirty"] else " (clean tree)"),
         f"- Versions: {versions}",
         "",

@@ -60,20 +60,35 @@ def versions() -> dict[str, str | None]:
 
 
 @cache
-def cpu_name() -> str:
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ("model name", "cpu family", "model", ...); {} off Linux."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return {}
+    fields = (line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in fields}
+
+
+def cpu_name() -> str:
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_model() -> str | None:
+    """The CPU as "family F model M stepping S", None off Linux: a VM often names its CPU by vendor alone ("AMD
+    EPYC"), and these tell the generation apart."""
+    info = cpuinfo()
+    if "cpu family" not in info:
+        return None
+    return f"family {info['cpu family']} model {info.get('model')} stepping {info.get('stepping')}"
 
 
 def hardware(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "device": str(device),
         "cpu": cpu_name(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch's CPU kernels run
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
@@ -104,6 +119,28 @@ def git_commit() -> dict[str, Any]:
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+def cpu_ticks() -> list[int] | None:
+    """The whole machine's CPU time since boot, in ticks: /proc/stat's user, nice, system, idle, iowait, irq,
+    softirq, steal; None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(n) for n in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, float] | None:
+    """Shares of the machine's CPU time between two cpu_ticks(): busy (neither idle nor waiting, this process and
+    any other) and steal (taken by the hypervisor for other guests: on a shared VM, cores the run did not get)."""
+    if before is None or after is None:
+        return None
+    d = [a - b for a, b in zip(after, before, strict=True)]
+    total = sum(d)
+    if total <= 0:
+        return None
+    return {"busy": (total - d[3] - d[4] - d[7]) / total, "steal": d[7] / total}
 
 
 def environment(device: torch.device) -> dict[str, Any]:
