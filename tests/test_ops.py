@@ -116,19 +116,22 @@ def test_attention_with_dropout_gradients():
 def test_attention_with_dropout_in_blocks(monkeypatch, batch, chunk, draws):
     """Scores in several blocks (each its own mask draw), q, k, v as the model passes them ((B, H, T, d) views of
     (B, T, H, d) projections): the same outputs and gradients as one block through the same masks, and a second
-    backward over the same graph redraws the same masks."""
+    backward over the same graph, on another thread count, redraws the same masks."""
     torch.manual_seed(2)
     q, k, v = (torch.randn(batch, 5, 3, 4, requires_grad=True) for _ in range(3))  # (B, T, H, d)
     keys = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 4 + [False]][:batch])[:, None, None, :]
     grad = torch.randn(batch, 3, 5, 4)
-    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", chunk)
-    blocks = ops.Blocks(batch, 3, 5, 5)
+    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", chunk // torch.get_num_threads())  # a block's scores per thread
+    blocks = ops.Blocks(batch, 3, 5, 5, chunk)
     assert blocks.size == max(draws) * 25 and len(blocks.index) == len(draws)
     heads = [t.transpose(1, 2) for t in (q, k, v)]  # (B, H, T, d) views
     torch.manual_seed(7)
     out = ops.attention(*heads, keys, 0.3, True)
     ours = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a backward on fewer threads keeps the forward's blocks, so the same mask draws
     again = torch.autograd.grad(out, (q, k, v), grad)
+    torch.set_num_threads(threads)
     torch.manual_seed(7)
     masks = ops.MaskDraws(max(draws) * 25, 0.3, ops.new_seed())
     keep = torch.cat([masks.next((n, 5, 5)).clone() for n in draws]).view(batch, 3, 5, 5)

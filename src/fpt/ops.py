@@ -223,8 +223,10 @@ def attention(
     return DropoutAttention.apply(q, k, v, keys, p)
 
 
-# (Tq, T) score matrices handled at a time: 1 MiB of fp32 scores, so a block's three (Tq, T) buffers stay in cache;
-# on a 2-core CPU one layer's attention forward and backward ran about 1.25× faster than with 16 MiB blocks
+# (Tq, T) score matrices handled at a time, per torch thread: 1 MiB of fp32 scores, so a block's three (Tq, T)
+# buffers stay in cache; on a 2-core CPU one layer's attention forward and backward ran about 1.25× faster than with
+# 16 MiB blocks. With two threads, 2 MiB blocks made fpt's 8 × 512-token step 13% faster (a 512 × 512 block is one
+# small matrix product, which splits poorly over threads); at bit-memory's 120 tokens both sizes ran alike.
 CHUNK_ELEMENTS = 1 << 18
 
 
@@ -245,7 +247,7 @@ class DropoutAttention(torch.autograd.Function):
         b, h, tq, d = q.shape
         scale, keep_scale = d**-0.5, 1.0 / (1.0 - p)
         qs = q * scale  # in q's memory layout
-        blocks = Blocks(b, h, tq, k.shape[2])
+        blocks = Blocks(b, h, tq, k.shape[2], CHUNK_ELEMENTS * torch.get_num_threads())
         pad = blocks.of(None if keys is None else ~keys.expand(b, h, 1, -1))  # True at padding keys
         seed = new_seed()
         out = Blocks.empty(b, h, tq, d, q)
@@ -255,6 +257,7 @@ class DropoutAttention(torch.autograd.Function):
             torch.matmul(probs.mul_(masks.next(probs.shape)), vb, out=outb)
         ctx.save_for_backward(qs, k, v, keys)
         ctx.p, ctx.seed, ctx.keep_scale, ctx.scale = p, seed, keep_scale, scale
+        ctx.blocks = blocks  # backward draws the masks block by block too: the same blocks, whatever its threads
         return out.mul_(keep_scale)
 
     @staticmethod
@@ -263,7 +266,7 @@ class DropoutAttention(torch.autograd.Function):
         qs, k, v, keys = ctx.saved_tensors
         b, h, tq, d = grad.shape
         t, s = k.shape[2], ctx.keep_scale
-        blocks = Blocks(b, h, tq, t)
+        blocks = ctx.blocks
         pad = blocks.of(None if keys is None else ~keys.expand(b, h, 1, -1))
         grad_q, grad_k, grad_v = (Blocks.empty(b, h, n, d, qs) for n in (tq, t, t))
         masks = MaskDraws(blocks.size, ctx.p, ctx.seed, qs.dtype)
@@ -292,7 +295,7 @@ class DropoutAttention(torch.autograd.Function):
 
 class Blocks:
     """How DropoutAttention goes through the B·H score matrices of a (B, H, Tq, d) × (B, H, T, d) attention: in
-    blocks of at most CHUNK_ELEMENTS scores (Tq × T each, `size` scores in the largest block), in (B, H) order.
+    blocks of at most `chunk` scores (Tq × T each, `size` scores in the largest block), in (B, H) order.
 
     q, k and v come in as (B, H, T, d) views of (B, T, H, d) projections, and a block is a view of them: a run of
     one batch element's heads (n, T, d), which matrix products take as it is, or, when all heads of several batch
@@ -300,8 +303,8 @@ class Blocks:
     at a time (in cache). Results are built in the same (B, T, H, d) layout, so they go back to (B, T, D) without a
     copy either."""
 
-    def __init__(self, b: int, h: int, tq: int, t: int) -> None:
-        per = max(1, CHUNK_ELEMENTS // (tq * t))  # score matrices a block holds
+    def __init__(self, b: int, h: int, tq: int, t: int, chunk: int) -> None:
+        per = max(1, chunk // (tq * t))  # score matrices a block holds
         if per >= h:
             n = min(b, per // h)
             self.index: list = [slice(i, i + n) for i in range(0, b, n)]
