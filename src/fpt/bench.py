@@ -145,14 +145,19 @@ class Reference(nn.Module):
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # a bar per weight load would interleave with the bench's table
-        self.body = AutoModel.from_pretrained(
-            source,
-            attn_implementation="eager",
-            local_files_only=True,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-        )
+        try:
+            self.body = AutoModel.from_pretrained(
+                source,
+                attn_implementation="eager",
+                local_files_only=True,
+                hidden_dropout_prob=dropout,
+                attention_probs_dropout_prob=dropout,
+            )
+        finally:
+            if bars:  # as the caller had it: run_bench is library code too
+                hf_logging.enable_progress_bar()
         for name, p in self.body.named_parameters():
             p.requires_grad = any(k in name for k in ("LayerNorm", "position_embeddings"))
         width = self.body.config.hidden_size
