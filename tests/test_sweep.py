@@ -94,6 +94,22 @@ def test_run_ids_are_stable_and_distinct():
         base.model_copy(update={"steps": 100}),
     ]
     assert len({run_id(c) for c in [base, *different]}) == 1 + len(different)
+    assert run_id(base) == "ffb7581ddd38"  # ids of committed sweeps and half-done runs stay what they were
+
+
+def test_a_field_added_later_keeps_earlier_run_ids(monkeypatch):
+    """A field outside FIRST_FIELDS names a run only when set away from its default: as if `compile` were new, the
+    id of a run that leaves it at its default equals the id of the same config made before the field existed."""
+    import fpt.config
+    from fpt.checkpoint import config_differences
+
+    cfg = TrainConfig(task="digits")
+    before = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "compile"}  # a checkpoint without it
+    monkeypatch.setattr(fpt.config, "FIRST_FIELDS", tuple(f for f in fpt.config.FIRST_FIELDS if f != "compile"))
+    assert fpt.config.identity(cfg.model_dump(mode="json")) == fpt.config.identity(before)
+    assert config_differences(before, cfg.model_dump(mode="json")) == []
+    assert run_id(cfg.model_copy(update={"compile": True})) != run_id(cfg)
+    assert config_differences(before, cfg.model_copy(update={"compile": True}).model_dump(mode="json"))
 
 
 @pytest.mark.parametrize(

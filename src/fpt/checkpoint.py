@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from fpt import freeze
-from fpt.config import PLACEMENT_FIELDS, TrainConfig, make_config
+from fpt.config import TrainConfig, identity, make_config
 from fpt.distributed import Group, RankBatches
 from fpt.errors import FPTError
 from fpt.patch import (
@@ -134,7 +134,8 @@ def saved_config(out: str | Path) -> TrainConfig:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    keys = (set(saved) | set(current)) - set(PLACEMENT_FIELDS)  # threads and device may change between sessions
+    saved, current = identity(saved), identity(current)  # threads and device may change between sessions
+    keys = set(saved) | set(current)
     differing = sorted(k for k in keys if saved.get(k) != current.get(k))
     return [f"{k} (checkpoint {saved.get(k)!r}, now {current.get(k)!r})" for k in differing]
 

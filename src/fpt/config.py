@@ -111,6 +111,27 @@ class TrainConfig(BaseModel):
         return self
 
 
+# The fields sweep run ids were first made of. A field added later enters a run's identity only when it is set away
+# from its default, so adding a field keeps every earlier run id (and a half-done run's checkpoint) valid.
+FIRST_FIELDS = (
+    "task", "task_args", "model", "backbone", "backbone_path", "init", "train", "input_init", "readout", "dropout",
+    "optimizer", "lr", "weight_decay", "batch_size", "steps", "warmup_steps", "schedule", "clip", "eval_every",
+    "eval_batch_size", "patience", "seed", "threads", "device", "precision", "compile", "width", "lstm_layers",
+    "mlp_layers", "cache_features",
+)  # fmt: skip
+
+
+def identity(values: dict[str, Any]) -> dict[str, Any]:
+    """What names a run among config values (a TrainConfig dump): every field but the placement ones, and a field
+    added after FIRST_FIELDS only where it differs from its default."""
+    fields = TrainConfig.model_fields
+    return {
+        k: v
+        for k, v in values.items()
+        if k not in PLACEMENT_FIELDS and (k in FIRST_FIELDS or k not in fields or v != fields[k].get_default())
+    }
+
+
 def format_validation_error(err: ValidationError) -> str:
     """A pydantic error as one line: 'lr: Input should be greater than 0 (got -1)'."""
     parts = []

@@ -47,7 +47,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
-from fpt.config import PLACEMENT_FIELDS, TrainConfig, format_validation_error, read_yaml
+from fpt.config import TrainConfig, format_validation_error, identity, read_yaml
 from fpt.errors import FPTError
 
 Record = dict[str, Any]
@@ -93,9 +93,8 @@ def setting_label(model_label: str, axes: dict[str, Any]) -> str:
 
 
 def run_id(cfg: TrainConfig) -> str:
-    """12 hex digits of the SHA-256 of the config's canonical JSON, without the placement fields."""
-    values = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in PLACEMENT_FIELDS}
-    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    """12 hex digits of the SHA-256 of the config's identity (fpt.config.identity) as canonical JSON."""
+    canonical = json.dumps(identity(cfg.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
