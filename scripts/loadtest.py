@@ -59,7 +59,7 @@ class Server:
         if in_process:
             import uvicorn
 
-            from fpt.serve import Settings, build, create_app
+            from fpt.shipping.serve import Settings, build, create_app
 
             core, _ = build(patches)
             app = create_app(core, Settings(batching=batching, max_wait_ms=max_wait_ms))
@@ -219,9 +219,9 @@ def memory(patches: list[str], counts: tuple[int, ...] = (1, 10, 100)) -> dict[s
     server would): the tensors' bytes, and the growth of this process's resident memory."""
     import gc
 
-    from fpt.multitask import build_core
-    from fpt.patch import backbone_bytes_on_disk, read_patch
-    from fpt.serve import load_backbone
+    from fpt.shipping.multitask import build_core
+    from fpt.shipping.patch import backbone_bytes_on_disk, read_patch
+    from fpt.shipping.serve import load_backbone
 
     loaded = [read_patch(p) for p in patches]
     start = rss_bytes()
@@ -258,8 +258,8 @@ def verify(patches: list[str], per_task: int = 64) -> dict[str, Any]:
     import torch
 
     import fpt
-    from fpt.patch import backbone_bytes_on_disk
-    from fpt.serve import build, parse_patch_arg
+    from fpt.shipping.patch import backbone_bytes_on_disk
+    from fpt.shipping.serve import build, parse_patch_arg
     from fpt.tasks import collate
 
     core, _ = build(patches)

@@ -7,7 +7,7 @@ import torch
 
 import fpt
 from fpt import freeze
-from fpt.model import MODELS, TRAINS_ALL
+from fpt.registry import MODELS, trains_all
 from fpt.tasks import collate
 from fpt.train import build_model
 
@@ -59,7 +59,7 @@ def test_every_model_trains_on_bit_xor_and_digits_with_the_same_result_fields(
         saved = json.loads((tmp_path / task_name / "result.json").read_text())
         assert set(saved) == fpt_result_fields
         assert saved["model"] == name and saved["steps_run"] == 4 and 0.0 <= saved["test_accuracy"] <= 1.0
-        assert saved["trainable_params"] > 0 and (saved["config"]["train"] == "all") == (name in TRAINS_ALL)
+        assert saved["trainable_params"] > 0 and (saved["config"]["train"] == "all") == trains_all(name)
 
 
 def test_linear_learns_digits():

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from fpt.bench import ROWS, TensorBytes, parse_shape
 from fpt.cli import main
 from fpt.errors import FPTError
+from fpt.performance.bench import ROWS, TensorBytes, parse_shape
 
 ROW_FIELDS = {
     "step_seconds",

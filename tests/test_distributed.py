@@ -17,8 +17,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 import fpt
-from fpt.checkpoint import CHECKPOINT_FILE, BatchStream
 from fpt.distributed import Group, parallel
+from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream
 from fpt.tasks.base import TensorSplit
 from fpt.train import Stepper, make_optimizer
 

@@ -5,8 +5,9 @@ import subprocess
 from fnmatch import fnmatch
 from pathlib import Path
 
-from fpt import bench_render
-from fpt.report import Setting, answers, load_results, normalise, select, table
+from fpt.experiments.report import answers, load_results, normalise, table
+from fpt.experiments.settings import Setting, select
+from fpt.performance import render as bench_render
 from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]

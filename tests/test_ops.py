@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fpt
-from fpt import ops
+from fpt.performance import ops
 from fpt.model import last_positions, readout
 
 
@@ -17,7 +17,7 @@ def padded_batch(d: int) -> tuple[torch.Tensor, torch.Tensor]:
     return embeds, mask
 
 
-@pytest.mark.parametrize("frozen", [False, True])  # frozen: fpt.ops' frozen CPU path (oneDNN products)
+@pytest.mark.parametrize("frozen", [False, True])  # frozen: fpt.performance.ops' frozen CPU path (oneDNN products)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_bert_body_matches_transformers(tiny_bert_dir, attn, frozen):
     backbone = fpt.get_backbone("bert", path=tiny_bert_dir).eval().requires_grad_(not frozen)
@@ -234,7 +234,7 @@ def test_compiled_body_traces_whole_and_matches_eager(tiny_bert_dir):
         return loss, torch.autograd.grad(loss, x)[0]
 
     compiled = torch.compile(backbone, fullgraph=True, backend="aot_eager")
-    backbone.train()  # dropout paths traced: fpt.ops' CPU dropout would break the graph
+    backbone.train()  # dropout paths traced: fpt.performance.ops' CPU dropout would break the graph
     step(compiled)
     backbone.eval()
     loss, grad = step(compiled)

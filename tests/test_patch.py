@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 import fpt
 from fpt import freeze
 from fpt.cli import main
-from fpt.patch import (
+from fpt.shipping.patch import (
     PATCH_FORMAT,
     backbone_bytes_on_disk,
     backbone_fingerprint,

@@ -9,8 +9,9 @@ from matplotlib.image import imread
 
 from fpt import PAPER_GROUPS
 from fpt.cli import main
-from fpt.report import cell, mean_ci, select, steps_to_converge, welch, write_report
-from fpt.sweep import SweepConfig, append_record, run_sweep
+from fpt.experiments.report import write_report
+from fpt.experiments.settings import cell, mean_ci, select, steps_to_converge, welch
+from fpt.experiments.sweep import SweepConfig, append_record, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import fpt
-from fpt.checkpoint import CHECKPOINT_FILE, BatchStream
+from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream
 from fpt.tasks.base import TensorSplit
 
 train_module = importlib.import_module("fpt.train")  # `fpt.train` the attribute is the function

@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 
 import fpt
 from fpt.cli import main
-from fpt.multitask import build_core
-from fpt.patch import export, from_patch, read_patch
-from fpt.serve import Batcher, Settings, build, create_app
+from fpt.shipping.multitask import build_core
+from fpt.shipping.patch import export, from_patch, read_patch
+from fpt.shipping.serve import Batcher, Settings, build, create_app
 from fpt.tasks import collate
 
 TOKEN = "s3cret-token"

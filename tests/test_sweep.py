@@ -16,7 +16,7 @@ import yaml
 
 from fpt import FPTError, TrainConfig
 from fpt.cli import main
-from fpt.sweep import SweepConfig, append_record, expand, read_records, run_id, run_sweep
+from fpt.experiments.sweep import SweepConfig, append_record, expand, read_records, run_id, run_sweep
 
 train_module = importlib.import_module("fpt.train")  # `fpt.train` the attribute is the function
 
@@ -101,7 +101,7 @@ def test_a_field_added_later_keeps_earlier_run_ids(monkeypatch):
     """A field outside FIRST_FIELDS names a run only when set away from its default: as if `compile` were new, the
     id of a run that leaves it at its default equals the id of the same config made before the field existed."""
     import fpt.config
-    from fpt.checkpoint import config_differences
+    from fpt.shipping.checkpoint import config_differences
 
     cfg = TrainConfig(task="digits")
     before = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "compile"}  # a checkpoint without it

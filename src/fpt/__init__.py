@@ -15,12 +15,11 @@ from fpt.config import TrainConfig
 from fpt.errors import FPTError
 from fpt.freeze import GROUPS, PAPER_GROUPS
 from fpt.model import FPT
-from fpt.patch import export as export_patch
-from fpt.patch import from_patch as load_patch
+from fpt.shipping.patch import export as export_patch
+from fpt.shipping.patch import from_patch as load_patch
 from fpt.tasks import TASKS, Task, TaskSpec, get_task
 from fpt.train import build_model, evaluate, train
-
-__version__ = "0.1.0"
+from fpt.version import __version__
 
 __all__ = [
     "BACKBONES",
@@ -40,4 +39,5 @@ __all__ = [
     "get_task",
     "load_patch",
     "train",
+    "__version__",
 ]

@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FPTError("--resume needs --out DIR: the folder of the run to continue")
     given = args.config or any(name in vars(args) for name in TrainConfig.model_fields)
     if args.resume and not given:  # no options: continue the run with the config its checkpoint holds
-        from fpt.checkpoint import saved_config
+        from fpt.shipping.checkpoint import saved_config
 
         cfg = saved_config(args.out)
     else:
@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from fpt.backbones import BACKBONES
-    from fpt.model import MODELS
+    from fpt.registry import MODELS
     from fpt.tasks import TASKS
 
     registry = {"tasks": TASKS, "backbones": BACKBONES, "models": MODELS}[args.what]
@@ -128,14 +128,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fpt.demo import run_demo
+    from fpt.experiments.demo import run_demo
 
     run_demo(Path(args.out), steps=args.steps, quiet=args.quiet)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fpt.patch import backbone_bytes_on_disk, describe_size, export
+    from fpt.shipping.patch import backbone_bytes_on_disk, describe_size, export
 
     out, patch = export(args.run_dir, args.out)
     params = sum(t.numel() for t in patch.tensors.values())
@@ -149,8 +149,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     import torch
 
-    from fpt.multitask import check_examples, pad
-    from fpt.patch import from_patch
+    from fpt.shipping.multitask import check_examples, pad
+    from fpt.shipping.patch import from_patch
 
     model = from_patch(args.patch, backbone_path=args.backbone_path)
     patch, spec = model.patch, model.patch.spec
@@ -176,7 +176,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fpt.serve import Settings, serve
+    from fpt.shipping.serve import Settings, serve
 
     if not args.patch and not args.allow_upload:
         raise FPTError("give at least one --patch FILE (or --allow-upload to add tasks at run time)")
@@ -193,7 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fpt.sweep import default_runs_dir, dry_run, load_sweep, run_sweep
+    from fpt.experiments.sweep import default_runs_dir, dry_run, load_sweep, run_sweep
 
     sweep = load_sweep(args.config)
     results = Path(args.results) if args.results else Path("runs") / f"{sweep.name}.jsonl"
@@ -224,7 +224,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fpt.report import write_report
+    from fpt.experiments.report import write_report
 
     out = write_report(
         [Path(p) for p in args.results],
@@ -239,7 +239,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fpt import bench, bench_render
+    from fpt.performance import bench, render
     from fpt.results import read_json, write_json
 
     if args.render:
@@ -247,7 +247,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             record = read_json(args.render)
         except (OSError, ValueError) as err:
             raise FPTError(f"cannot read bench record {args.render}: {err}") from None
-        print(bench_render.render_markdown(record), end="")
+        print(render.render_markdown(record), end="")
         return 0
     record = bench.run_bench(
         backbone=args.backbone,
@@ -263,7 +263,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         command=" ".join(["fpt", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None,
     )
-    bench_render.print_text(record)
+    render.print_text(record)
     if args.json:
         write_json(args.json, record)
         print(f"→ {args.json}")

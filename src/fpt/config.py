@@ -85,14 +85,14 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _baselines_train_all(cls, values: Any) -> Any:
-        """Baselines trained end to end (fpt.model.TRAINS_ALL: transformer, lstm, linear, mlp) train every weight:
+        """Baselines trained end to end (registered with trains_all: transformer, lstm, linear, mlp) train every weight:
         `train` defaults to all for them, and anything else is an error rather than a silently frozen LSTM."""
         if not isinstance(values, dict) or values.get("model", "fpt") == "fpt":
             return values
         from fpt.freeze import GROUPS, parse_groups
-        from fpt.model import TRAINS_ALL
+        from fpt.registry import trains_all
 
-        if values["model"] not in TRAINS_ALL:
+        if not trains_all(values["model"]):
             return values
         if "train" in values and parse_groups(values["train"]) != GROUPS:
             raise ValueError(

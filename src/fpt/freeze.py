@@ -11,9 +11,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from fpt.backbones import BACKBONE_GROUPS
 from fpt.errors import FPTError
 
+# Parameter groups of a backbone (each family says which of its parameters are in which); FPT adds input and output.
+BACKBONE_GROUPS = ("attention", "feedforward", "layernorm", "positional", "embedding")
 GROUPS = ("input", "output", *BACKBONE_GROUPS)
 PAPER_GROUPS = ("input", "output", "layernorm", "positional")  # the paper's FPT
 

@@ -13,16 +13,10 @@ import torch
 from torch import nn
 
 from fpt.backbones import Backbone, get_backbone
-from fpt.registry import Registry
+from fpt.registry import MODELS
 from fpt.tasks import TaskSpec
 
 InputInit = Literal["paper", "matched"]
-
-# Models chosen with --model: "fpt" and the baselines. A factory takes (cfg: TrainConfig, spec: TaskSpec) and returns
-# a module with forward(x, mask) -> logits (B, K, C) and parameter_groups() covering fpt.freeze.GROUPS.
-MODELS: Registry[nn.Module] = Registry("model")
-# Models that train every weight (the baselines trained end to end): TrainConfig makes `train` "all" for them.
-TRAINS_ALL: set[str] = set()
 
 
 def init_input_layer(layer: nn.Linear | nn.Embedding, how: InputInit, target_norm: float) -> None:
@@ -113,6 +107,3 @@ def fpt_model(cfg, spec: TaskSpec) -> FPT:
     backbone = get_backbone(cfg.backbone, cfg.init, cfg.backbone_path, cfg.dropout)
     backbone.check_length(spec.max_tokens)
     return FPT(backbone, spec, cfg.input_init, cfg.readout)
-
-
-from fpt import baselines  # noqa: E402, F401  (registers the baselines in MODELS; they import this module)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from fpt.version import __version__
+
 PACKAGES = ("fpt", "torch", "transformers", "safetensors", "numpy", "scikit-learn", "aeon", "pydantic")
 
 
@@ -52,10 +54,7 @@ def versions() -> dict[str, str | None]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    if out.get("fpt") is None:  # running from a source tree (PYTHONPATH=src) rather than an installed package
-        from fpt import __version__
-
-        out["fpt"] = __version__
+    out["fpt"] = __version__  # also when running from a source tree (PYTHONPATH=src) rather than the installed package
     return out
 
 

@@ -17,13 +17,13 @@ from tqdm import tqdm
 
 from fpt import freeze
 from fpt.cache import reservoir
-from fpt.checkpoint import BatchStream, Checkpointer, Progress
 from fpt.config import TrainConfig
 from fpt.distributed import Group, join, launched, leave, parallel
 from fpt.errors import FPTError
-from fpt.model import MODELS
-from fpt.patch import TRAINED_FILE, write_trained
+from fpt.registry import MODELS
 from fpt.results import environment, write_atomic, write_json, write_jsonl
+from fpt.shipping.checkpoint import BatchStream, Checkpointer, Progress
+from fpt.shipping.patch import TRAINED_FILE, write_trained
 from fpt.tasks import Task, TaskSpec, collate, get_task
 
 

@@ -1,7 +1,9 @@
 """Backbone families, one module each; importing this package registers them all."""
 
 from fpt.backbones import bert, gpt2, llama, t5, vit  # noqa: F401
-from fpt.backbones.base import BACKBONE_GROUPS, BACKBONES, Backbone
+from fpt.backbones.base import Backbone
+from fpt.freeze import BACKBONE_GROUPS
+from fpt.registry import BACKBONES
 
 __all__ = ["BACKBONES", "BACKBONE_GROUPS", "Backbone", "get_backbone"]
 

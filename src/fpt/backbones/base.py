@@ -16,12 +16,6 @@ import torch
 from torch import nn
 
 from fpt.errors import FPTError
-from fpt.registry import Registry
-
-# Parameter groups of a backbone. The FPT model adds "input" and "output" (see fpt.freeze.GROUPS).
-BACKBONE_GROUPS = ("attention", "feedforward", "layernorm", "positional", "embedding")
-
-BACKBONES: Registry[Backbone] = Registry("backbone")
 
 
 class Backbone(nn.Module):

@@ -4,7 +4,7 @@ BERT's embedding block computes LayerNorm(input + position + token-type) before 
 layer's scale decides how much position survives the norm (see fpt.model.init_input_layer).
 
 The body runs fpt's own forward over the transformers module's weights (the same math; tests compare it with
-BertModel's): its attention and dropout are fpt.ops', and `forward_at` runs the last layer for the read-out tokens
+BertModel's): its attention and dropout are fpt.performance.ops', and `forward_at` runs the last layer for the read-out tokens
 only, since nothing else of that layer reaches the head.
 """
 
@@ -19,9 +19,10 @@ from transformers import BertConfig, BertModel
 from transformers.activations import GELUActivation
 from transformers.models.bert.modeling_bert import BertLayer
 
-from fpt import ops
-from fpt.backbones.base import BACKBONES, Backbone, check_loading, load_hf, params, set_dropout
+from fpt.backbones.base import Backbone, check_loading, load_hf, params, set_dropout
 from fpt.errors import FPTError
+from fpt.performance import ops
+from fpt.registry import BACKBONES
 
 BERT_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 UNUSED = (r"pooler\.", r"embeddings\.position_ids")  # checkpoint entries an encoder body does not use
@@ -101,7 +102,7 @@ def bert_layer(
 
 
 def feed_forward(layer: BertLayer, y: torch.Tensor) -> torch.Tensor:
-    """output.dense(intermediate(y)), y (B, T, D) → (B, T, D), through fpt.ops.feed_forward (its frozen path)."""
+    """output.dense(intermediate(y)), y (B, T, D) → (B, T, D), through fpt.performance.ops.feed_forward (its frozen path)."""
     intermediate, dense = layer.intermediate.dense, layer.output.dense
     act = layer.intermediate.intermediate_act_fn
     exact_gelu = isinstance(act, GELUActivation) and act.act is F.gelu

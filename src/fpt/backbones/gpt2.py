@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Model
 
-from fpt.backbones.base import BACKBONES, Backbone, load_hf, params
+from fpt.backbones.base import Backbone, load_hf, params
+from fpt.registry import BACKBONES
 
 GPT2_DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
 # Checkpoints saved from GPT2LMHeadModel carry the LM head; those saved by old transformers versions also carry each

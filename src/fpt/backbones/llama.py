@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, LlamaModel
 
-from fpt.backbones.base import BACKBONES, Backbone, cache_dir, check_loading, load_hf, params
+from fpt.backbones.base import Backbone, cache_dir, check_loading, load_hf, params
 from fpt.errors import FPTError
+from fpt.registry import BACKBONES
 
 LLAMA_DROPOUT_KEYS = ("attention_dropout",)
 UNUSED = (r"lm_head\.",)  # LlamaForCausalLM checkpoints with an untied head

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from transformers import T5EncoderModel
 
-from fpt.backbones.base import BACKBONES, Backbone, load_hf, params
+from fpt.backbones.base import Backbone, load_hf, params
+from fpt.registry import BACKBONES
 
 T5_DROPOUT_KEYS = ("dropout_rate",)
 UNUSED = (r"decoder\.", r"lm_head\.")  # the decoder half of a full T5 checkpoint

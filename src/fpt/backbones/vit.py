@@ -11,7 +11,8 @@ import torch
 from transformers import ViTModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from fpt.backbones.base import BACKBONES, Backbone, load_hf, params
+from fpt.backbones.base import Backbone, load_hf, params
+from fpt.registry import BACKBONES
 
 VIT_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 UNUSED = (r"pooler\.", r"classifier\.")  # image-level heads of ViTModel / ViTForImageClassification checkpoints

@@ -1,4 +1,4 @@
-"""Baselines chosen with --model, one module per family; importing this package registers them in fpt.model.MODELS.
+"""Baselines chosen with --model, one module per family; importing this package registers them in fpt.registry.MODELS.
 
 Every baseline trains in the same loop and writes the same result files as FPT. Each implements
 forward(x, mask) -> logits (B, K, C) and parameter_groups() with every parameter in exactly one of fpt.freeze.GROUPS:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fpt.baselines.common import baseline_width, flat_size, groups, num_predictions, padded_input
-from fpt.model import MODELS, TRAINS_ALL
+from fpt.registry import MODELS
 from fpt.tasks import TaskSpec
 
 
@@ -62,12 +62,16 @@ class RandomFeatures(Dense):
         return groups(feedforward=self.hidden, output=self.head)
 
 
-@MODELS.register("linear", "one linear map from the raw input (flattened, padded to max_tokens) to the logits")
+@MODELS.register(
+    "linear", "one linear map from the raw input (flattened, padded to max_tokens) to the logits", trains_all=True
+)
 def linear(cfg, spec: TaskSpec) -> Dense:
     return Dense(spec, [])
 
 
-@MODELS.register("mlp", "MLP on the raw flattened input, trained end to end (--mlp-layers hidden layers of --width)")
+@MODELS.register(
+    "mlp", "MLP on the raw flattened input, trained end to end (--mlp-layers hidden layers of --width)", trains_all=True
+)
 def mlp(cfg, spec: TaskSpec) -> Dense:
     return Dense(spec, [baseline_width(cfg)] * cfg.mlp_layers, cfg.dropout)
 
@@ -75,6 +79,3 @@ def mlp(cfg, spec: TaskSpec) -> Dense:
 @MODELS.register("random-features", "frozen random ReLU layer of the backbone's width (--width) + trained linear head")
 def random_features(cfg, spec: TaskSpec) -> RandomFeatures:
     return RandomFeatures(spec, baseline_width(cfg))
-
-
-TRAINS_ALL.update({"linear", "mlp"})

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from fpt.baselines.common import baseline_width, groups
-from fpt.model import MODELS, TRAINS_ALL, readout
+from fpt.model import readout
+from fpt.registry import MODELS
 from fpt.tasks import TaskSpec
 
 
@@ -40,9 +41,8 @@ class LSTMBaseline(nn.Module):
         return groups(input=self.input_layer, feedforward=self.lstm, output=self.head)
 
 
-@MODELS.register("lstm", "stacked LSTM trained end to end (the paper's: 3 layers; --lstm-layers, --width)")
+@MODELS.register(
+    "lstm", "stacked LSTM trained end to end (the paper's: 3 layers; --lstm-layers, --width)", trains_all=True
+)
 def lstm(cfg, spec: TaskSpec) -> LSTMBaseline:
     return LSTMBaseline(spec, baseline_width(cfg), cfg.lstm_layers, cfg.dropout, cfg.readout)
-
-
-TRAINS_ALL.add("lstm")

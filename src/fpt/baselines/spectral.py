@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fpt.baselines.common import groups, num_predictions, padded_input, token_dim
-from fpt.model import MODELS
+from fpt.registry import MODELS
 from fpt.tasks import TaskSpec
 
 

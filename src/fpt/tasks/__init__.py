@@ -3,8 +3,9 @@
 import inspect
 
 from fpt.errors import FPTError
+from fpt.registry import TASKS
 from fpt.tasks import bits, digits, homology, images, listops, ucr  # noqa: F401
-from fpt.tasks.base import TASKS, Task, TaskSpec, collate
+from fpt.tasks.base import Task, TaskSpec, collate
 
 __all__ = ["TASKS", "Task", "TaskSpec", "collate", "get_task"]
 

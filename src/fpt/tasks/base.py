@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import Dataset
 
 from fpt.errors import FPTError
-from fpt.registry import Registry
 
 SPLITS = ("train", "val", "test")
 
@@ -59,9 +58,6 @@ class Task:
         if missing:
             raise ValueError(f"task {self.spec.name!r} lacks splits {missing}")
         self.info.setdefault("split_sizes", {s: len(self.splits[s]) for s in SPLITS})
-
-
-TASKS: Registry[Task] = Registry("task")
 
 
 class TensorSplit(Dataset):

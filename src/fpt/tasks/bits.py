@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from fpt.errors import FPTError
-from fpt.tasks.base import TASKS, Task, TaskSpec, check_positive
+from fpt.registry import TASKS
+from fpt.tasks.base import Task, TaskSpec, check_positive
 
 # Split seeds are offsets of the data seed, so the three splits are independent streams.
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}

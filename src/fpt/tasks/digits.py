@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from fpt.errors import FPTError
-from fpt.tasks.base import TASKS, Task, TaskSpec, TensorSplit, stratified_split
+from fpt.registry import TASKS
+from fpt.tasks.base import Task, TaskSpec, TensorSplit, stratified_split
 
 
 def patchify(images: np.ndarray, patch: int) -> np.ndarray:

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from fpt.errors import FPTError
-from fpt.tasks.base import TASKS, Task, TaskSpec, check_positive, drop_longer
+from fpt.registry import TASKS
+from fpt.tasks.base import Task, TaskSpec, check_positive, drop_longer
 from fpt.tasks.files import data_folder, safe_unpickle, seeded_subset
 from fpt.tasks.listops import TokenSplit
 

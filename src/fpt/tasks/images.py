@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from fpt.errors import FPTError
-from fpt.tasks.base import TASKS, Task, TaskSpec, check_positive
+from fpt.registry import TASKS
+from fpt.tasks.base import Task, TaskSpec, check_positive
 from fpt.tasks.files import data_folder, read_bytes, safe_unpickle, seeded_subset
 
 IDX_FILES = {

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from fpt.errors import FPTError
-from fpt.tasks.base import SPLITS, TASKS, Task, TaskSpec, TensorSplit, check_positive, drop_longer
+from fpt.registry import TASKS
+from fpt.tasks.base import SPLITS, Task, TaskSpec, TensorSplit, check_positive, drop_longer
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"

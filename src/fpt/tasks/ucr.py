@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from fpt.errors import FPTError
-from fpt.tasks.base import TASKS, Task, TaskSpec, TensorSplit, check_positive, stratified_split
+from fpt.registry import TASKS
+from fpt.tasks.base import Task, TaskSpec, TensorSplit, check_positive, stratified_split
 
 MAX_TOKENS = 64  # default bound on sequence length: sets the default patch (see ucr())
 

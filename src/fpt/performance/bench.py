@@ -35,10 +35,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from fpt import ops
 from fpt.cache import HeadOnly
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
+from fpt.performance import ops
 from fpt.results import cpu_shares, cpu_ticks, environment
 from fpt.tasks import TaskSpec, get_task
 from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, make_optimizer, resolve_device
@@ -313,7 +313,7 @@ def onednn_linear_flops(x_shape, weight_shape, *_, **__) -> int:
 
 
 # FlopCounterMode knows the GPU attention kernels; the CPU flash kernel is counted with the same formulas, and
-# oneDNN's linear (fpt.ops' frozen path) as the matmul it is.
+# oneDNN's linear (fpt.performance.ops' frozen path) as the matmul it is.
 CPU_FLOPS = {
     torch.ops.mkldnn._linear_pointwise: onednn_linear_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),

@@ -1,38 +1,30 @@
 """Reports rendered from result records, never typed by hand: lr selection, tables with intervals, answers, plots.
 
-Protocol (Rothermel et al. 2021): a *setting* is a task label and a model label with its other grid-axis values
-(fpt.sweep); its learning rate is chosen on the validation split, by the mean best-on-validation accuracy over
-seeds, and only that lr's test numbers are reported. An lr with a failed (diverged) seed ranks below every lr
-without one, whatever their means; ties go to the smaller lr. A cell is the mean over seeds ± the half-width of the
-95% t-interval (t.ppf(0.975, n - 1) · sd / sqrt(n)), with n; one seed gives no interval and says so.
+A *setting* is a task label and a model label with its other grid-axis values (fpt.experiments.sweep); its lr is
+chosen on validation and its cells are mean ± 95% interval over seeds (fpt.experiments.settings). One seed gives no
+interval and says so.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import platform
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from statistics import mean, stdev
-from typing import Any
+from statistics import mean
 
 from fpt.errors import FPTError
+from fpt.experiments.settings import CONVERGED, Record, Setting, cell, select, steps_to_converge, welch
 from fpt.freeze import PAPER_GROUPS
-
-Record = dict[str, Any]
-CONVERGED = 0.95  # steps to converge: the first validation reaching this fraction of the run's best val accuracy
-
 
 # ---- reading -------------------------------------------------------------------------------------------------------
 
 
 def load_results(paths: list[Path]) -> list[Record]:
     """Result records from result.json files, folders holding them (searched recursively) or results JSONL files."""
-    from fpt.sweep import read_records
+    from fpt.experiments.sweep import read_records
 
     rows: list[Record] = []
     for path in paths:
@@ -56,7 +48,7 @@ def load_results(paths: list[Path]) -> list[Record]:
 
 def normalise(records: list[Record]) -> list[Record]:
     """Sweep records as they are (the last per run id); plain result.json records get labels from their fields."""
-    from fpt.sweep import latest_records
+    from fpt.experiments.sweep import latest_records
 
     out = []
     for i, r in enumerate(records):
@@ -70,45 +62,6 @@ def normalise(records: list[Record]) -> list[Record]:
     return latest_records(out)
 
 
-# ---- statistics -----------------------------------------------------------------------------------------------------
-
-
-def t_quantile(df: float) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
-def mean_ci(values: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval (None for one value)."""
-    if len(values) < 2:
-        return values[0], None
-    return mean(values), t_quantile(len(values) - 1) * stdev(values) / math.sqrt(len(values))
-
-
-def welch(a: list[float], b: list[float]) -> tuple[float, float | None]:
-    """mean(a) - mean(b) and the half-width of its 95% Welch interval (None if either has one value)."""
-    diff = mean(a) - mean(b)
-    if len(a) < 2 or len(b) < 2:
-        return diff, None
-    va, vb = stdev(a) ** 2 / len(a), stdev(b) ** 2 / len(b)
-    if va + vb == 0:
-        return diff, 0.0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return diff, t_quantile(df) * math.sqrt(va + vb)
-
-
-def cell(values: list[float], scale: float = 100.0, digits: int = 1, failed: int = 0) -> str:
-    """'97.1 ± 1.2 (n=3)', '97.1 (n=1, no CI)'; failed seeds are named: '(n=2, 1 failed)'."""
-    note = f", {failed} failed" if failed else ""
-    if not values:
-        return f"failed (n=0{note})" if failed else "–"
-    m, half = mean_ci([scale * v for v in values])
-    if half is None:
-        return f"{m:.{digits}f} (n=1, no CI{note})"
-    return f"{m:.{digits}f} ± {half:.{digits}f} (n={len(values)}{note})"
-
-
 def pivot(rows: list[Record], row_key: str, col_key: str, metric: str = "test_accuracy") -> str:
     """A markdown table: one row per `row_key` value, one column per `col_key` value, cells in % of `metric`."""
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -120,78 +73,6 @@ def pivot(rows: list[Record], row_key: str, col_key: str, metric: str = "test_ac
     for name in row_names:
         lines.append(f"| {name} | " + " | ".join(cell(values[(name, c)]) for c in col_names) + " |")
     return "\n".join(lines)
-
-
-# ---- settings and lr selection ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Setting:
-    """One task × model (with its other axis values): its runs at every lr and seed, and the lr chosen."""
-
-    task: str
-    label: str
-    by_lr: dict[float, list[Record]] = field(default_factory=dict)
-    lr: float | None = None
-
-    @property
-    def chosen(self) -> list[Record]:
-        return sorted(self.by_lr.get(self.lr, []), key=lambda r: r["seed"])
-
-    @property
-    def ok(self) -> list[Record]:
-        return [r for r in self.chosen if r["status"] == "ok"]
-
-    @property
-    def failed(self) -> int:
-        return len(self.chosen) - len(self.ok)
-
-    @property
-    def first(self) -> Record:
-        return next(iter(self.by_lr.values()))[0]
-
-    @property
-    def model(self) -> str:
-        return self.first["model"]
-
-    @property
-    def groups(self) -> tuple[str, ...]:
-        return tuple(self.first["train_groups"])
-
-    def values(self, metric: str) -> list[float]:
-        return [r[metric] for r in self.ok]
-
-    def cell(self, metric: str = "test_accuracy") -> str:
-        return cell(self.values(metric), failed=self.failed)
-
-
-def lr_rank(runs: list[Record]) -> tuple[int, float]:
-    """Sort key of an lr (smaller is better): failed seeds first, then minus the mean val accuracy of the others."""
-    ok = [r["val_accuracy"] for r in runs if r["status"] == "ok"]
-    return len(runs) - len(ok), -mean(ok) if ok else 0.0
-
-
-def select(records: list[Record]) -> list[Setting]:
-    """Group records into settings (in order of first appearance) and choose each one's lr on validation."""
-    from fpt.sweep import setting_label
-
-    settings: dict[tuple[str, str], Setting] = {}
-    for r in records:
-        key = (r["task_label"], setting_label(r["model_label"], r.get("axes") or {}))
-        setting = settings.setdefault(key, Setting(*key))
-        setting.by_lr.setdefault(r["lr"], []).append(r)
-    for s in settings.values():
-        s.lr = min(sorted(s.by_lr), key=lambda lr: lr_rank(s.by_lr[lr]))
-    return list(settings.values())
-
-
-def steps_to_converge(record: Record) -> int | None:
-    """The first validated step whose val accuracy reaches CONVERGED × the run's best."""
-    curve = record.get("curve") or []
-    if not curve:
-        return None
-    best = max(row["val_accuracy"] for row in curve)
-    return next(row["step"] for row in curve if row["val_accuracy"] >= CONVERGED * best)
 
 
 # ---- tables ---------------------------------------------------------------------------------------------------------
@@ -334,8 +215,8 @@ def write_report(
     attention_backbone_path: str | None = None,
 ) -> Path:
     """Render OUT/report.md and its PNG plots from the results files `paths`; returns the report's path."""
-    from fpt import plots
-    from fpt.sweep import default_runs_dir
+    from fpt.experiments import plots
+    from fpt.experiments.sweep import default_runs_dir
 
     records = normalise(load_results(paths))
     if not records:
@@ -388,7 +269,7 @@ def write_report(
     ]
     if failed:
         md += ["", "## Failed runs", "", "| task | setting | lr | seed | error |", "|---|---|---|---|---|"]
-        from fpt.sweep import setting_label
+        from fpt.experiments.sweep import setting_label
 
         for r in failed:
             error = str(r.get("error", "")).replace("|", "\\|")

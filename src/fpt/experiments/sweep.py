@@ -134,7 +134,7 @@ def check_entry(where: str, entry: Any) -> None:
 def expand(sweep: SweepConfig, where: str = "sweep") -> list[Run]:
     """Every run of the sweep, validated (a bad entry is an FPTError naming it) before anything runs."""
     from fpt.backbones import BACKBONES
-    from fpt.model import MODELS
+    from fpt.registry import MODELS
     from fpt.tasks import TASKS
 
     base = dict(sweep.base)
@@ -245,8 +245,8 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
     lines go to train.log in its folder. Runs in worker processes and Ray tasks as well as in the sweep's own."""
     import torch
 
-    from fpt.checkpoint import CHECKPOINT_FILE
     from fpt.results import read_json
+    from fpt.shipping.checkpoint import CHECKPOINT_FILE
     from fpt.train import train
 
     cfg = run.config

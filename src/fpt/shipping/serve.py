@@ -3,7 +3,7 @@
     fpt serve --backbone minilm --patch xor.fpt.safetensors --patch digits.fpt.safetensors
 
 Requests wait in a micro-batching queue for at most `max_wait_ms`; what has gathered then goes through the shared
-core as one forward pass (fpt.multitask), whatever the tasks (`--batching cross-task`, the default), or as one pass per
+core as one forward pass (fpt.shipping.multitask), whatever the tasks (`--batching cross-task`, the default), or as one pass per
 task (`--batching per-task`, the baseline the load test compares against). Bad requests get a 4xx that says what is
 wrong, and the server goes on serving; requests never name files, so nothing but the given patch and backbone files is
 read, and nothing is written. Adding a patch at run time (`POST /v1/tasks`, the file as the body) is off unless
@@ -32,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from fpt.backbones import Backbone, get_backbone
 from fpt.errors import FPTError
-from fpt.multitask import SharedCore, build_core, check_examples
-from fpt.patch import PATCH_SUFFIX, Patch, parse_patch, read_patch
+from fpt.shipping.multitask import SharedCore, build_core, check_examples
+from fpt.shipping.patch import PATCH_SUFFIX, Patch, parse_patch, read_patch
+from fpt.version import __version__
 
 Batching = Literal["cross-task", "per-task"]
 UPLOAD_TOKEN_ENV = "FPT_SERVE_TOKEN"
@@ -216,7 +217,7 @@ def create_app(core: SharedCore, settings: Settings | None = None) -> FastAPI:
         title="fpt serve",
         description="Frozen Pretrained Transformer tasks served from one shared frozen backbone. "
         "Each task is a patch of its trained tensors; requests for different tasks share forward passes.",
-        version=_version(),
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.core, app.state.batcher, app.state.settings = core, batcher, settings
@@ -302,12 +303,6 @@ def create_app(core: SharedCore, settings: Settings | None = None) -> FastAPI:
         return task.summary()
 
     return app
-
-
-def _version() -> str:
-    from fpt.patch import fpt_version
-
-    return fpt_version()
 
 
 def parse_patch_arg(text: str) -> tuple[str, Path]:

@@ -29,6 +29,7 @@ from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
 from fpt.results import write_atomic
 from fpt.tasks.base import TaskSpec
+from fpt.version import __version__
 
 PATCH_FORMAT = "fpt-patch/1"
 TRAINED_FORMAT = "fpt-trained/1"
@@ -165,7 +166,7 @@ def write_trained(path: str | Path, model: nn.Module, groups: Iterable[str], cfg
         freeze.trained_state(model, groups),
         {
             "format": TRAINED_FORMAT,
-            "fpt_version": fpt_version(),
+            "fpt_version": __version__,
             "model": cfg.model,
             "backbone": cfg.backbone,
             "backbone_source": getattr(backbone, "source", None),
@@ -276,7 +277,7 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Pa
     meta = {
         **meta,
         "format": PATCH_FORMAT,
-        "fpt_version": fpt_version(),
+        "fpt_version": __version__,
         "trained_with_fpt_version": meta.get("fpt_version"),
         "metrics": {k: result[k] for k in METRICS if k in result},
     }
@@ -314,7 +315,7 @@ def from_patch(path: str | Path, backbone_path: str | None = None, device: str |
     """Rebuild the trained model from a patch: the backbone it names (or the folder `backbone_path`), checked against
     the patch's fingerprint of the frozen weights, with the patch's tensors loaded. Returned in eval mode, with the
     parsed patch as `.patch`."""
-    from fpt.model import MODELS
+    from fpt.registry import MODELS
 
     patch = read_patch(path)
     cfg = patch.config if backbone_path is None else patch.config.model_copy(update={"backbone_path": backbone_path})
@@ -341,12 +342,6 @@ def backbone_bytes_on_disk(source: str | None) -> int | None:
         files = [f for ext in ("safetensors", "bin") for f in path.glob(f"*.{ext}")]
         return sum(f.stat().st_size for f in files) or None
     return None
-
-
-def fpt_version() -> str:
-    from fpt import __version__
-
-    return __version__
 
 
 def describe_size(patch_bytes: int, backbone_bytes: int | None) -> str:

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from fpt.errors import FPTError
 
 if TYPE_CHECKING:
-    from fpt.report import Record, Setting
+    from fpt.experiments.settings import Record, Setting
 
 
 def panels(n: int, width: float = 4.2, height: float = 3.2, ncols: int = 3) -> tuple[Figure, list[Any]]:
@@ -73,7 +73,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
 
 def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
     """Test accuracy (mean ± 95% CI over seeds) against the number of trained parameters, log x, one panel a task."""
-    from fpt.report import mean_ci
+    from fpt.experiments.settings import mean_ci
 
     tasks = by_task(settings)
     fig, axes = panels(len(tasks))
@@ -95,7 +95,7 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
 
 def attention_run(records: list[Record], settings: list[Setting], runs_dir: Path) -> Path | None:
     """The trained weights of a finished bit-memory FPT run with pretrained init (chosen lr, lowest seed first)."""
-    from fpt.patch import TRAINED_FILE
+    from fpt.shipping.patch import TRAINED_FILE
 
     chosen = {r["run_id"] for s in settings for r in s.ok}
     candidates = [
@@ -125,7 +125,7 @@ def attention_maps(
     import torch
 
     from fpt.config import make_config
-    from fpt.patch import TRAINED_FORMAT, read_file, read_safetensors
+    from fpt.shipping.patch import TRAINED_FORMAT, read_file, read_safetensors
     from fpt.tasks import get_task
     from fpt.train import build_model, load_trained
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from fpt.bench import FORMAT
 from fpt.errors import FPTError
+from fpt.performance.bench import FORMAT
 
 
 def table(record: dict[str, Any]) -> list[list[str]]:

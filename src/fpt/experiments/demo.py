@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from fpt.config import TrainConfig
-from fpt.report import load_results, pivot
+from fpt.experiments.report import load_results, pivot
 from fpt.train import train
 
 # Budgets that fit the whole demo in about 10 minutes on a 2-core CPU (pretrained minilm reaches 100% on bit-xor by

@@ -25,7 +25,7 @@ from fpt import freeze
 from fpt.config import TrainConfig, identity, make_config
 from fpt.distributed import Group, RankBatches
 from fpt.errors import FPTError
-from fpt.patch import (
+from fpt.shipping.patch import (
     frozen_fingerprint,
     load_state_strict,
     read_file,

@@ -24,8 +24,8 @@ from torch import nn
 from fpt.backbones import Backbone
 from fpt.errors import FPTError
 from fpt.model import readout
-from fpt.patch import Patch, backbone_fingerprint, check_fits
 from fpt.registry import Registry
+from fpt.shipping.patch import Patch, backbone_fingerprint, check_fits
 from fpt.tasks.base import TaskSpec
 
 CORES: Registry[SharedCore] = Registry("shared core")  # backbone family → SharedCore subclass

@@ -1,0 +1,1 @@
+"""Experiments built on the core: resumable sweeps (`fpt sweep`), reports and plots (`fpt report`), the demo."""

@@ -1,0 +1,130 @@
+"""Settings and their statistics: runs grouped by task × model (and grid axes), the lr chosen on validation, and the
+mean ± 95% interval cells that every table and plot of `fpt report` shows.
+
+Protocol (Rothermel et al. 2021): a setting's learning rate is chosen on the validation split, by the mean
+best-on-validation accuracy over seeds, and only that lr's test numbers are reported. An lr with a failed (diverged)
+seed ranks below every lr without one, whatever their means; ties go to the smaller lr. Intervals are scipy's: the
+one-sample t-interval of the mean over seeds, and Welch's interval of a difference of two settings' means.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from statistics import mean
+from typing import Any
+
+from scipy import stats
+
+Record = dict[str, Any]
+CONVERGED = 0.95  # steps to converge: the first validation reaching this fraction of the run's best val accuracy
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------------
+
+
+def half_width(interval) -> float:
+    return float(interval.high - interval.low) / 2
+
+
+def mean_ci(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval (None for one value)."""
+    if len(values) < 2:
+        return values[0], None
+    with warnings.catch_warnings():  # equal values: scipy warns of precision loss and gives the 0-width interval
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return mean(values), half_width(stats.ttest_1samp(values, 0.0).confidence_interval(0.95))
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """mean(a) - mean(b) and the half-width of its 95% Welch interval (None if either has one value)."""
+    diff = mean(a) - mean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    return diff, half_width(interval)
+
+
+def cell(values: list[float], scale: float = 100.0, digits: int = 1, failed: int = 0) -> str:
+    """'97.1 ± 1.2 (n=3)', '97.1 (n=1, no CI)'; failed seeds are named: '(n=2, 1 failed)'."""
+    note = f", {failed} failed" if failed else ""
+    if not values:
+        return f"failed (n=0{note})" if failed else "–"
+    m, half = mean_ci([scale * v for v in values])
+    if half is None:
+        return f"{m:.{digits}f} (n=1, no CI{note})"
+    return f"{m:.{digits}f} ± {half:.{digits}f} (n={len(values)}{note})"
+
+
+# ---- settings and lr selection ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setting:
+    """One task × model (with its other axis values): its runs at every lr and seed, and the lr chosen."""
+
+    task: str
+    label: str
+    by_lr: dict[float, list[Record]] = field(default_factory=dict)
+    lr: float | None = None
+
+    @property
+    def chosen(self) -> list[Record]:
+        return sorted(self.by_lr.get(self.lr, []), key=lambda r: r["seed"])
+
+    @property
+    def ok(self) -> list[Record]:
+        return [r for r in self.chosen if r["status"] == "ok"]
+
+    @property
+    def failed(self) -> int:
+        return len(self.chosen) - len(self.ok)
+
+    @property
+    def first(self) -> Record:
+        return next(iter(self.by_lr.values()))[0]
+
+    @property
+    def model(self) -> str:
+        return self.first["model"]
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.first["train_groups"])
+
+    def values(self, metric: str) -> list[float]:
+        return [r[metric] for r in self.ok]
+
+    def cell(self, metric: str = "test_accuracy") -> str:
+        return cell(self.values(metric), failed=self.failed)
+
+
+def lr_rank(runs: list[Record]) -> tuple[int, float]:
+    """Sort key of an lr (smaller is better): failed seeds first, then minus the mean val accuracy of the others."""
+    ok = [r["val_accuracy"] for r in runs if r["status"] == "ok"]
+    return len(runs) - len(ok), -mean(ok) if ok else 0.0
+
+
+def select(records: list[Record]) -> list[Setting]:
+    """Group records into settings (in order of first appearance) and choose each one's lr on validation."""
+    from fpt.experiments.sweep import setting_label
+
+    settings: dict[tuple[str, str], Setting] = {}
+    for r in records:
+        key = (r["task_label"], setting_label(r["model_label"], r.get("axes") or {}))
+        setting = settings.setdefault(key, Setting(*key))
+        setting.by_lr.setdefault(r["lr"], []).append(r)
+    for s in settings.values():
+        s.lr = min(sorted(s.by_lr), key=lambda lr: lr_rank(s.by_lr[lr]))
+    return list(settings.values())
+
+
+def steps_to_converge(record: Record) -> int | None:
+    """The first validated step whose val accuracy reaches CONVERGED × the run's best."""
+    curve = record.get("curve") or []
+    if not curve:
+        return None
+    best = max(row["val_accuracy"] for row in curve)
+    return next(row["step"] for row in curve if row["val_accuracy"] >= CONVERGED * best)
