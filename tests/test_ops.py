@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fpt
-from fpt.performance import ops
 from fpt.model import last_positions, readout
+from fpt.performance import ops
 
 
 def padded_batch(d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,3 +242,30 @@ def test_compiled_body_traces_whole_and_matches_eager(tiny_bert_dir):
     expected_loss, expected_grad = step(backbone)
     torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-5)
+
+
+def test_one_switch_turns_each_hand_written_path_off(monkeypatch):
+    """ops.enabled fences every hand-written path: inside fast_paths(...) only the named ones run, and a frozen
+    feed-forward block gives the same numbers with its chunking off."""
+    x = torch.randn(3, 5, 8)
+    w, b = torch.randn(16, 8), torch.randn(16)
+    assert ops.enabled == frozenset(ops.PATHS)  # the default: all on
+    assert ops.hand_written(x, "dropout") and ops.frozen(x, w, b)
+    with ops.fast_paths("dropout"):
+        assert ops.hand_written(x, "dropout") and not ops.hand_written(x, "attention") and not ops.frozen(x, w, b)
+    with ops.fast_paths():
+        assert not any(ops.hand_written(x, p) for p in ops.PATHS)
+    assert ops.enabled == frozenset(ops.PATHS)
+    with pytest.raises(ValueError, match="unknown fast path 'fast'"):
+        ops.parse_paths("dropout,fast")
+
+    monkeypatch.setattr(ops, "FEED_FORWARD_ROWS", 4)  # 15 tokens: four chunks when chunking is on
+    w2, b2 = torch.randn(8, 16), torch.randn(8)
+    grads = []
+    for paths in (ops.PATHS, ("onednn",)):  # chunking on, then off
+        with ops.fast_paths(*paths):
+            xs = x.clone().requires_grad_()
+            y = ops.feed_forward(xs, w, b, F.gelu, w2, b2)
+            y.square().sum().backward()
+            grads.append((y.detach(), xs.grad))
+    torch.testing.assert_close(grads[0], grads[1])

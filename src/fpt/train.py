@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from fpt import freeze
+from fpt.backbones.base import loading_bars
 from fpt.cache import reservoir
 from fpt.config import TrainConfig
 from fpt.distributed import Group, join, launched, leave, parallel
@@ -187,7 +188,8 @@ def run(
     spec = task.spec
     steps = cfg.steps or spec.default_steps
     eval_every = min(cfg.eval_every or spec.default_eval_every, steps)
-    model = build_model(cfg, task).to(device)
+    with loading_bars(not quiet):  # --quiet: no weight-loading or conversion bars either
+        model = build_model(cfg, task).to(device)
     model.train()
     counts = freeze.count(model)
     if cfg.cache_features:  # the reservoir: frozen features once per example, then the head alone trains on them

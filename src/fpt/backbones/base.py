@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,6 +72,20 @@ class Backbone(nn.Module):
                 f"sequence of {length} tokens is longer than backbone {self.name!r} covers "
                 f"({self.max_positions} positions); shorten the task (task_args) or choose another backbone"
             )
+
+
+@contextmanager
+def loading_bars(show: bool) -> Iterator[None]:
+    """transformers' weight-loading and conversion progress bars on or off for what runs inside, then as the caller
+    had them (fpt is library code too: nothing global is left changed)."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if show else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
 
 
 def params(*items: nn.Module | nn.Parameter | Iterable[nn.Module | nn.Parameter]) -> list[nn.Parameter]:

@@ -57,7 +57,7 @@ class BertBackbone(Backbone):
         x = embeds + emb.token_type_embeddings.weight[0] + emb.position_embeddings.weight[: embeds.shape[1]]
         x = ops.dropout(emb.LayerNorm(x), emb.dropout.p, self.training)  # (B, T, D)
         # Without padding no key needs masking; on the CPU, checking costs no device sync (compiled: no graph break)
-        unpadded = ops.hand_written(mask) and bool(mask.all())
+        unpadded = ops.hand_written(mask, "attention") and bool(mask.all())
         keys = None if unpadded else mask[:, None, None, :]  # (B, 1, 1, T)
         for i, layer in enumerate(layers):
             x = bert_layer(layer, x, keys, positions if i == len(layers) - 1 else None, self.training)

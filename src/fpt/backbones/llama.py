@@ -14,7 +14,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 from transformers import AutoConfig, LlamaModel
@@ -79,13 +81,19 @@ def smollm2_gguf() -> Path:
 
 def convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise a Llama GGUF file into a transformers folder (config.json + model.safetensors), atomically."""
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
 
     # Not from_pretrained(gguf_file=...): in transformers 5 that path requires accelerate, which fpt does not need.
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     with torch.device("meta"):  # no initialisation to throw away: this copy is only filled and saved, never run
         model = LlamaModel(config)
-    state = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model, torch_dtype=torch.float32)
+    # Its conversion bar is a plain tqdm: made to follow transformers' progress-bar switch (fpt's --quiet) like the rest
+    bar = partial(gguf_utils.tqdm, disable=not hf_logging.is_progress_bar_enabled())
+    with patch.object(gguf_utils, "tqdm", bar):
+        state = gguf_utils.load_gguf_checkpoint(
+            str(gguf), return_tensors=True, model_to_load=model, torch_dtype=torch.float32
+        )
     result = model.load_state_dict(state["tensors"], strict=False, assign=True)
     check_loading(str(gguf), result.missing_keys, result.unexpected_keys, ())
     folder.parent.mkdir(parents=True, exist_ok=True)

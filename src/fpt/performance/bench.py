@@ -35,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from fpt.backbones.base import loading_bars
 from fpt.cache import HeadOnly
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
@@ -143,11 +144,8 @@ class Reference(nn.Module):
     def __init__(self, source: str, spec: TaskSpec, dropout: float) -> None:
         super().__init__()
         from transformers import AutoModel
-        from transformers.utils import logging as hf_logging
 
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a bar per weight load would interleave with the bench's table
-        try:
+        with loading_bars(False):  # a bar per weight load would interleave with the bench's table
             self.body = AutoModel.from_pretrained(
                 source,
                 attn_implementation="eager",
@@ -155,9 +153,6 @@ class Reference(nn.Module):
                 hidden_dropout_prob=dropout,
                 attention_probs_dropout_prob=dropout,
             )
-        finally:
-            if bars:  # as the caller had it: run_bench is library code too
-                hf_logging.enable_progress_bar()
         for name, p in self.body.named_parameters():
             p.requires_grad = any(k in name for k in ("LayerNorm", "position_embeddings"))
         width = self.body.config.hidden_size

@@ -8,6 +8,10 @@ word), CPU training attention with dropout is one autograd function (DropoutAtte
 weights go through oneDNN with no weight gradient (linear, feed_forward). Everything else goes to PyTorch's own
 kernels.
 
+One switch fences them: `enabled` names the paths in use (all by default; the environment variable FPT_FAST_PATHS
+sets it: "none", or a comma list of PATHS), and `fast_paths(...)` changes it for a block of code, as `fpt bench`'s
+ablation rows do. A path switched off gives way to PyTorch's own op.
+
 Under torch.compile all of these step aside for PyTorch's own ops (F.dropout, scaled_dot_product_attention,
 F.linear), which the compiler traces and fuses; the hand-written paths call numpy and oneDNN directly, which it
 cannot.
@@ -16,7 +20,9 @@ cannot.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -24,23 +30,54 @@ import torch.nn.functional as F
 
 _INT16_LOW = -(2**15)
 
+# The hand-written paths: dropout masks from numpy's words, attention with dropout in blocks, frozen products through
+# oneDNN, and the frozen feed-forward block's chunked temporaries.
+PATHS = ("dropout", "attention", "onednn", "chunking")
+
+
+def parse_paths(text: str) -> frozenset[str]:
+    """ "all" / "none" / a comma list of PATHS → the set of paths in use."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if names == {"all"}:
+        return frozenset(PATHS)
+    if names == {"none"}:
+        return frozenset()
+    unknown = sorted(names - set(PATHS))
+    if unknown:
+        raise ValueError(f"unknown fast path {unknown[0]!r} in FPT_FAST_PATHS; choose all, none or from {PATHS}")
+    return frozenset(names)
+
+
+enabled: frozenset[str] = parse_paths(os.environ.get("FPT_FAST_PATHS", "all"))
+
+
+@contextmanager
+def fast_paths(*names: str) -> Iterator[None]:
+    """Only the named hand-written paths (none if no name is given) in use inside the block; then as before."""
+    global enabled
+    before, enabled = enabled, parse_paths(",".join(names) or "none")
+    try:
+        yield
+    finally:
+        enabled = before
+
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout(x, p, training). On the CPU the keep mask is drawn 16 bits per element, so p is rounded to a
     multiple of 1/65536 (0.1 → 0.100006); elsewhere it is F.dropout itself."""
     if not training or p == 0.0:
         return x
-    if not hand_written(x):
+    if not hand_written(x, "dropout"):
         return F.dropout(x, p, True)
     if not (torch.is_grad_enabled() and x.requires_grad):
         return kept(x, p)
     return Dropout.apply(x, p)
 
 
-def hand_written(x: torch.Tensor) -> bool:
-    """Whether fpt's hand-written CPU paths may take x: it is on the CPU and torch.compile is not tracing (which
-    gets PyTorch's ops instead)."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+def hand_written(x: torch.Tensor, path: str) -> bool:
+    """Whether fpt's hand-written CPU `path` may take x: the path is switched on, x is on the CPU and torch.compile
+    is not tracing (which gets PyTorch's ops instead)."""
+    return path in enabled and x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def kept(x: torch.Tensor, p: float, seed: int | None = None) -> torch.Tensor:
@@ -127,7 +164,7 @@ def frozen(x: torch.Tensor, *weights: torch.Tensor | None) -> bool:
     autocast and torch.compile, and every weight (or bias) contiguous and not trained."""
     return (
         ONEDNN
-        and hand_written(x)
+        and hand_written(x, "onednn")
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and all(w is None or (w.dtype == torch.float32 and w.is_contiguous() and not w.requires_grad) for w in weights)
@@ -190,7 +227,8 @@ class FrozenFeedForward(torch.autograd.Function):
     def forward(ctx, x, w1, b1, act, w2, b2, act_backward):
         rows = x.reshape(-1, x.shape[-1])
         pre = onednn_linear(rows, w1, b1)  # (N, 4D)
-        out = torch.cat([onednn_linear(act(chunk), w2, b2) for chunk in pre.split(FEED_FORWARD_ROWS)])
+        ctx.rows = FEED_FORWARD_ROWS if "chunking" in enabled else max(1, len(pre))  # off: all tokens at once
+        out = torch.cat([onednn_linear(act(chunk), w2, b2) for chunk in pre.split(ctx.rows)])
         ctx.save_for_backward(pre, w1, w2)
         ctx.act, ctx.act_backward = act, act_backward
         return out.view(*x.shape[:-1], -1)
@@ -200,7 +238,7 @@ class FrozenFeedForward(torch.autograd.Function):
         pre, w1, w2 = ctx.saved_tensors
         rows = grad.reshape(-1, grad.shape[-1])
         parts = []
-        for pre_chunk, grad_chunk in zip(pre.split(FEED_FORWARD_ROWS), rows.split(FEED_FORWARD_ROWS), strict=True):
+        for pre_chunk, grad_chunk in zip(pre.split(ctx.rows), rows.split(ctx.rows), strict=True):
             grad_act = onednn_linear(grad_chunk, w2.t())  # (n, 4D)
             if ctx.act_backward is not None:
                 grad_pre = ctx.act_backward(grad_act, pre_chunk)
@@ -218,7 +256,7 @@ def attention(
     """Softmax attention: q (B, H, Tq, d), k and v (B, H, T, d), keys (B, 1, 1, T) bool (True: a real token) or
     None (all real) → (B, H, Tq, d), with dropout p on the attention probabilities in training."""
     p = p if training else 0.0
-    if p == 0.0 or not hand_written(q):  # fused kernels: flash / memory-efficient, with dropout on CUDA
+    if p == 0.0 or not hand_written(q, "attention"):  # fused kernels: flash / memory-efficient, with dropout on CUDA
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)
     return DropoutAttention.apply(q, k, v, keys, p)
 
