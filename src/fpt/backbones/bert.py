@@ -4,8 +4,8 @@ BERT's embedding block computes LayerNorm(input + position + token-type) before 
 layer's scale decides how much position survives the norm (see fpt.model.init_input_layer).
 
 The body runs fpt's own forward over the transformers module's weights (the same math; tests compare it with
-BertModel's): its attention and dropout are fpt.performance.ops', and `forward_at` runs the last layer for the read-out tokens
-only, since nothing else of that layer reaches the head.
+BertModel's): its attention and dropout are fpt.performance.ops', and `forward_at` runs the last layer for the
+read-out tokens only, since nothing else of that layer reaches the head.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def bert_layer(
 
 
 def feed_forward(layer: BertLayer, y: torch.Tensor) -> torch.Tensor:
-    """output.dense(intermediate(y)), y (B, T, D) → (B, T, D), through fpt.performance.ops.feed_forward (its frozen path)."""
+    """output.dense(intermediate(y)), y (B, T, D) → (B, T, D), through ops.feed_forward (its frozen path)."""
     intermediate, dense = layer.intermediate.dense, layer.output.dense
     act = layer.intermediate.intermediate_act_fn
     exact_gelu = isinstance(act, GELUActivation) and act.act is F.gelu

@@ -2,12 +2,12 @@
 
     fpt serve --backbone minilm --patch xor.fpt.safetensors --patch digits.fpt.safetensors
 
-Requests wait in a micro-batching queue for at most `max_wait_ms`; what has gathered then goes through the shared
-core as one forward pass (fpt.shipping.multitask), whatever the tasks (`--batching cross-task`, the default), or as one pass per
-task (`--batching per-task`, the baseline the load test compares against). Bad requests get a 4xx that says what is
-wrong, and the server goes on serving; requests never name files, so nothing but the given patch and backbone files is
-read, and nothing is written. Adding a patch at run time (`POST /v1/tasks`, the file as the body) is off unless
-`--allow-upload` is given and FPT_SERVE_TOKEN is set; it then needs `Authorization: Bearer $FPT_SERVE_TOKEN`.
+Requests wait in a micro-batching queue for at most `max_wait_ms`; what has gathered then goes through the shared core
+as one forward pass (fpt.shipping.multitask), whatever the tasks (`--batching cross-task`, the default), or as one
+pass per task (`--batching per-task`, the baseline the load test compares against). Bad requests get a 4xx that says
+what is wrong, and the server goes on serving; requests never name files, so nothing but the given patch and backbone
+files is read, and nothing is written. Adding a patch at run time (`POST /v1/tasks`, the file as the body) is off
+unless `--allow-upload` is given and FPT_SERVE_TOKEN is set; it then needs `Authorization: Bearer $FPT_SERVE_TOKEN`.
 """
 
 from __future__ import annotations
