@@ -28,8 +28,11 @@ from transformers import (
     ViTModel,
 )
 
+import fpt
 from fpt.backbones import BACKBONE_GROUPS, BACKBONES, get_backbone
 from fpt.errors import FPTError
+from fpt.model import FPT
+from fpt.tasks import collate
 
 D, LAYERS, HEADS, FF, VOCAB, POSITIONS = 32, 2, 4, 64, 100, 64
 
@@ -235,3 +238,40 @@ def test_smollm2_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
         out = second.eval()(torch.randn(1, 4, 576), torch.ones(1, 4, dtype=torch.bool))
     assert out.shape == (1, 4, 576) and torch.isfinite(out).all()
     print(f"smollm2: first load (GGUF conversion) {converted_s:.1f}s, cached load {cached_s:.1f}s")
+
+
+SHIPPED_TASKS = {  # every task whose data ships offline, at a few examples each
+    "bit-xor": {"train_size": 32, "val_size": 8, "test_size": 8},
+    "bit-memory": {"n_bits": 100, "patch": 20, "train_size": 32, "val_size": 8, "test_size": 8},
+    "listops": {"max_depth": 3, "min_length": 5, "max_length": 20, "train_size": 32, "val_size": 8, "test_size": 8},
+    "digits": {},
+    "ucr:ItalyPowerDemand": {"patch": 2},
+}
+
+
+def test_smollm2_defaults_train_without_nan_on_every_shipped_task():
+    """The real SmolLM2 weights, fpt's defaults, three steps on each shipped task: finite losses and a finite
+    input-layer gradient (with a zero input-layer bias every 0 bit became the zero vector: loss nan at step 2)."""
+    skip_unless_installed("smollm2")
+    pytest.importorskip("gguf")
+    from fpt.train import Stepper, load_trained, loss_fn
+
+    cfg = fpt.TrainConfig(backbone="smollm2", batch_size=4)
+    backbone = get_backbone("smollm2", dropout=cfg.dropout)  # loaded once; each task starts from its norms
+    for task, args in SHIPPED_TASKS.items():
+        torch.manual_seed(0)
+        data = fpt.get_task(task, **args)
+        model = FPT(backbone, data.spec, cfg.input_init, cfg.readout).train()
+        groups = fpt.freeze.parse_groups(cfg.train)
+        fpt.freeze.apply(model, groups)
+        start = fpt.freeze.trained_state(model, groups)
+        batches = [collate([data.splits["train"][i] for i in range(4 * s, 4 * s + 4)]) for s in range(3)]
+        loss_fn(model(*batches[0][:2]), batches[0][2]).backward()
+        assert torch.isfinite(model.input_layer.weight.grad).all(), task
+        model.zero_grad()
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        step = Stepper(cfg, model, optimizer, scheduler, torch.device("cpu"))
+        losses = [step(*batch).item() for batch in batches]
+        assert all(map(math.isfinite, losses)), (task, losses)
+        load_trained(model, start)

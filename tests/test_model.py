@@ -47,3 +47,12 @@ def test_forward_shapes_multi_output(tiny_bert_dir):
     x = torch.randn(3, spec.max_tokens, 10)
     logits = model(x, torch.ones(3, spec.max_tokens, dtype=torch.bool))
     assert logits.shape == (3, 100, 2)
+
+
+def test_matched_init_maps_no_input_to_zero_where_the_body_adds_nothing():
+    """On bodies that add nothing to the input before their first norm (Llama, T5), a zero bias would embed every
+    0 bit as the zero vector, whose gradient through the RMSNorms is not finite: the bias is nonzero there."""
+    linear = torch.nn.Linear(1, 64)
+    init_input_layer(linear, "matched", target_norm=2.0, zero_bias=False)
+    assert abs(linear.bias.norm().item() - 2.0) < 1e-5
+    assert linear(torch.zeros(3, 1)).norm(dim=-1).min() > 1.0

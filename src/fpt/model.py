@@ -19,7 +19,9 @@ from fpt.tasks import TaskSpec
 InputInit = Literal["paper", "matched"]
 
 
-def init_input_layer(layer: nn.Linear | nn.Embedding, how: InputInit, target_norm: float) -> None:
+def init_input_layer(
+    layer: nn.Linear | nn.Embedding, how: InputInit, target_norm: float, zero_bias: bool = True
+) -> None:
     """Initialise the trained input layer.
 
     "paper": orthogonal weight with gain 1.41 and PyTorch's default bias, as the FPT paper's code.
@@ -27,6 +29,9 @@ def init_input_layer(layer: nn.Linear | nn.Embedding, how: InputInit, target_nor
     token-embedding norm, and zero bias. On BERT-family backbones, whose embedding block applies a LayerNorm to
     input + position, the paper's bias (U(-1, 1) for a 1-dim input) is far larger than the position vectors and
     the norm washes position out; matching the scale keeps it (bit-XOR on minilm: chance vs 100%).
+    `zero_bias=False` (backbones that add nothing to the input before their first norm, Backbone.adds_to_inputs):
+    the bias is a random vector of the token-embedding norm instead, so no input (an all-zero patch, a 0 bit) maps to
+    the zero vector, whose gradient through RMSNorm-only bodies is not finite.
     """
     with torch.no_grad():
         if isinstance(layer, nn.Embedding):  # token ids: each row is one token's vector
@@ -40,7 +45,10 @@ def init_input_layer(layer: nn.Linear | nn.Embedding, how: InputInit, target_nor
         nn.init.orthogonal_(layer.weight, gain=1.41 if how == "paper" else 1.0)  # (D, d)
         if how == "matched":
             layer.weight.mul_(target_norm / math.sqrt(layer.in_features))
-            nn.init.zeros_(layer.bias)
+            if zero_bias:
+                nn.init.zeros_(layer.bias)
+            else:
+                layer.bias.normal_().mul_(target_norm / layer.bias.norm())
 
 
 def last_positions(mask: torch.Tensor, k: int) -> torch.Tensor:
@@ -75,7 +83,7 @@ class FPT(nn.Module):
             self.input_layer: nn.Module = nn.Embedding(spec.input_dim, d_model)
         else:
             self.input_layer = nn.Linear(spec.input_dim, d_model)
-        init_input_layer(self.input_layer, input_init, backbone.embedding_norm())
+        init_input_layer(self.input_layer, input_init, backbone.embedding_norm(), backbone.adds_to_inputs)
         self.backbone = backbone
         self.head = nn.Linear(d_model, spec.predictions_per_token * spec.num_classes)
 

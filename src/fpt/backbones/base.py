@@ -23,6 +23,11 @@ class Backbone(nn.Module):
     """A transformer body wrapped for FPT. Subclasses set `model` and implement `parameter_groups`."""
 
     family: str = ""
+    # Whether the body adds something to the input vectors before its first norm (positions, token types), so that
+    # an input layer mapping some input to the zero vector still gives the body a nonzero token. Where nothing is
+    # added (rotary or relative positions, RMSNorm), a zero token stays zero through every layer and its gradient
+    # through the norms (1/sqrt(eps) each) overflows: the input layer must never map an input to zero there.
+    adds_to_inputs: bool = True
 
     def __init__(
         self,

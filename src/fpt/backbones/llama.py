@@ -32,6 +32,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class LlamaBackbone(Backbone):
     family = "llama"
+    adds_to_inputs = False  # rotary positions act inside attention; the first RMSNorm sees the input vector alone
 
     def __init__(self, model: LlamaModel, *, name: str, source: str, init: str) -> None:
         c = model.config

@@ -19,6 +19,7 @@ UNUSED = (r"decoder\.", r"lm_head\.")  # the decoder half of a full T5 checkpoin
 
 class T5Backbone(Backbone):
     family = "t5"
+    adds_to_inputs = False  # relative position biases act inside attention; the first norm sees the input alone
 
     def __init__(self, model: T5EncoderModel, *, name: str, source: str, init: str) -> None:
         super().__init__(
