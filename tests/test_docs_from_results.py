@@ -1,24 +1,70 @@
-"""The README's and BENCHMARKS.md's numbers are renderings of committed results files, not typed by hand."""
+"""The numbers and flags in README.md, docs/*.md and BENCHMARKS.md are renderings of committed results files and of
+the CLI's own parser, not typed by hand; the README stays short and its links lead somewhere."""
 
+import argparse
 import re
 import subprocess
 from fnmatch import fnmatch
 from pathlib import Path
 
+import pytest
+
+from fpt.cli import build_parser
 from fpt.experiments.report import answers, load_results, normalise, table
 from fpt.experiments.settings import Setting, select
 from fpt.performance import render as bench_render
 from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
+DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance")
+
+
+def text(name: str) -> str:
+    """README.md, BENCHMARKS.md, or a docs page by its stem ("sweeps" → docs/sweeps.md)."""
+    path = ROOT / name if name.endswith(".md") else ROOT / "docs" / f"{name}.md"
+    return path.read_text()
+
+
+def flat(page: str) -> str:
+    """The text with line breaks and runs of spaces as single spaces: a phrase may wrap."""
+    return " ".join(page.split())
+
+
+def pages() -> dict[str, str]:
+    """README.md and every docs page: path relative to the root → text."""
+    found = {"README.md": text("README.md")}
+    found |= {f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
+    return found
+
+
+# ---- result tables ------------------------------------------------------------------------------------------------
+
+
+def offline_suite_records() -> list:
+    return select(normalise(load_results([ROOT / "results/offline-suite/offline-suite.jsonl"])))
 
 
 def test_readme_offline_suite_table_is_rendered_from_the_results_file():
-    records = normalise(load_results([ROOT / "results/offline-suite/offline-suite.jsonl"]))
-    main_table = table(select(records), lambda s: s.label, "model \\ task", Setting.cell)[0]
-    readme = (ROOT / "README.md").read_text()
-    assert main_table in readme
+    main_table = table(offline_suite_records(), lambda s: s.label, "model \\ task", Setting.cell)[0]
+    assert main_table in text("README.md")
     assert main_table in (ROOT / "results/offline-suite/report.md").read_text()
+
+
+def test_readme_offline_suite_pretrained_vs_random_rows_are_rendered_from_the_results_file():
+    lines = answers(offline_suite_records())
+    rows = [line for line in lines if line.startswith("| ") and line.split(" | ")[1] == "minilm"]
+    assert len(rows) == 7  # one per task
+    readme = text("README.md")
+    assert all(row in readme for row in rows)
+    # the sentences under the tables: five of seven higher; FPT never below the trained transformer; linear ahead on
+    # the Fashion-MNIST subset by 14.5 points
+    assert sum(row.endswith("| higher |") for row in rows) == 5
+    assert "five of seven tasks" in flat(readme)
+    versus = [line for line in lines if line.startswith("| ") and "| fpt-pretrained " in line]
+    assert len(versus) == 7 and not any(line.split(" | ")[2].endswith("(lower)") for line in versus)
+    fashion = next(line for line in versus if line.startswith("| fashion-mnist |"))
+    assert fashion.split(" | ")[-1].startswith("-14.5 [") and fashion.endswith("(lower) |")
+    assert "by 14.5 points" in flat(readme)
 
 
 def test_benchmarks_md_is_rendered_from_the_bench_record():
@@ -26,35 +72,208 @@ def test_benchmarks_md_is_rendered_from_the_bench_record():
     assert bench_render.render_markdown(record) == (ROOT / "BENCHMARKS.md").read_text()
 
 
-def test_readme_foundation_comparison_is_rendered_from_the_result_files():
+def test_foundation_comparison_is_rendered_from_the_result_files():
     paths = sorted((ROOT / "results/foundation").glob("*-s[0-9]/result.json"))
     assert len(paths) == 12  # listops and bit-memory × pretrained, random × 3 seeds
     lines = answers(select(normalise(load_results(paths))))
     rows = [line for line in lines if line.startswith(("| bit-memory |", "| listops |"))]
     assert len(rows) == 2 and all("| higher |" in row for row in rows)
-    readme = (ROOT / "README.md").read_text()
-    assert all(row in readme for row in rows)
+    sweeps = text("sweeps")
+    assert all(row in sweeps for row in rows)
 
 
-def test_readme_fashion_fpt_vs_linear_rows_come_from_the_result_files():
-    readme = (ROOT / "README.md").read_text()
+def test_fashion_fpt_vs_linear_rows_come_from_the_result_files():
+    sweeps = text("sweeps")
     for name in ("fpt-2000", "fpt-4000", "linear-2000", "linear-4000"):
         record = read_json(ROOT / f"results/suite/fashion-{name}/result.json")
         steps = f"{record['steps']:,}"
         test, val = 100 * record["test_accuracy"], 100 * record["val_accuracy"]
         row = f"| {steps} | {test:.2f}% | {val:.1f}% ({record['best_step']}"
-        assert row in readme, row
+        assert row in sweeps, row
 
 
-def test_every_results_path_the_readme_cites_is_committed():
-    """A results file, folder or glob the README names matches a tracked file (a .gitignore pattern once hid
-    results/bench/runs/, whose records the README cited, from every commit)."""
-    readme = (ROOT / "README.md").read_text()
-    cited = set(re.findall(r"[`(](results/[^`)\s]*)[`)]", readme))
-    # the pattern finds files, folders and globs alike
+@pytest.mark.parametrize("run, label", [("bit-xor", "bit-xor"), ("digits", "digits"), ("gunpoint", "ucr:GunPoint")])
+def test_default_run_rows_come_from_the_result_files(run, label):
+    record = read_json(ROOT / f"results/foundation/{run}/result.json")
+    test = f"{100 * record['test_accuracy']:.1f}%"
+    steps = f"{record['best_step']} / {record['steps_run']}"
+    params = f"{record['trainable_params']:,} / {record['total_params']:,} |"
+    row = next(line for line in text("sweeps").splitlines() if line.startswith(f"| {label} "))
+    assert f"| {test}" in row and f"| {steps} |" in row and row.endswith(params), row
+
+
+def test_reservoir_speed_up_comes_from_the_result_files():
+    cached, uncached = (
+        read_json(ROOT / f"results/suite/digits-output-{k}/result.json") for k in ("cached", "uncached")
+    )
+    ratio = cached["samples_per_second"] / uncached["samples_per_second"]
+    assert round(ratio, -1) == 180
+    assert "~180× faster" in flat(text("baselines"))
+
+
+def test_serving_figures_come_from_the_verify_record():
+    verify = {k: v for k, v in read_json(ROOT / "results/serve/verify.json").items() if k != "environment"}
+    percents = [v["patch_percent_of_backbone"] for v in verify.values()]
+    backbone_mb = {v["backbone_on_disk_bytes"] / 1e6 for v in verify.values()}
+    assert all(v["reloaded_test_metrics_equal"] and v["served_predictions_equal"] for v in verify.values())
+    assert max(v["served_max_abs_logit_diff"] for v in verify.values()) < 5e-6
+    shown = f"{min(percents):.2f}–{max(percents):.2f}% of the backbone's {backbone_mb.pop():.1f} MB"
+    assert shown in flat(text("shipping")), shown
+    assert "logits within 5e-6" in flat(text("shipping"))
+
+
+# ---- the speed figures on the performance page ------------------------------------------------------------------
+
+
+def target(record: dict, name: str, shape: str) -> float:
+    return next(t["value"] for t in record["targets"] if t["target"] == name and t["shape"] == shape)
+
+
+def test_performance_headline_comes_from_the_bench_record():
+    record = read_json(ROOT / "results/bench/cpu.json")
+    speed = {s: target(record, "fpt_vs_reference_speed", s) for s in ("bit-memory", "long")}
+    time = {s: target(record, "fpt_vs_full_time", s) for s in ("bit-memory", "long")}
+    memory = {round(target(record, "fpt_vs_full_memory", s), 2) for s in ("bit-memory", "long")}
+    reservoir = [target(record, "reservoir_vs_fpt_epoch", s) for s in ("bit-memory", "long")]
+    assert len(memory) == 1  # "at both shapes"
+    shown = [
+        f"{speed['bit-memory']:.2f}× the reference's samples/s on bit-memory and {speed['long']:.2f}× at 512 tokens",
+        f"{time['bit-memory']:.3f}× full fine-tuning's step time on bit-memory and {time['long']:.3f}× at 512 tokens",
+        f"{memory.pop():.2f}× its peak memory at both shapes",
+        f"a reservoir epoch is {reservoir[0]:,.0f}× / {round(reservoir[1], -1):,.0f}× faster",
+    ]
+    page = flat(text("performance"))
+    for phrase in shown:
+        assert phrase in page, phrase
+    shapes = {shape["name"]: shape for shape in record["shapes"]}
+    mfu = [100 * shapes[s]["rows"]["fpt"]["mfu"] for s in ("bit-memory", "long")]
+    peak = [shapes[s]["matmul"]["flops_per_second"] / 1e9 for s in ("bit-memory", "long")]
+    assert f"reaches {mfu[0]:.0f}% / {mfu[1]:.0f}% of the fp32 matmul rate" in page
+    assert f"({peak[0]:.1f} / {peak[1]:.1f} GFLOP/s)" in page
+    assert f"commit {record['environment']['git']['commit'][:7]}" in page
+
+
+ONE_THREAD = ("1737-1a27ea8", "1753-ba779ff")  # results/bench/runs/2026-12-02T<name>.json
+TWO_THREADS = ("1822-e5f252b-2-threads", "1844-42877ff-2-threads")
+BIT, LONG = "bit-memory", "long"
+
+
+@pytest.mark.parametrize(
+    "runs, name, digits, shown",
+    [
+        ([(f, BIT) for f in ONE_THREAD], "fpt_vs_reference_speed", 2, "reference 1.53 and 1.45 on bit-memory"),
+        ([(f, LONG) for f in ONE_THREAD], "fpt_vs_reference_speed", 2, "3.65 and 3.66 at 512 tokens"),
+        ([(f, BIT) for f in ONE_THREAD], "fpt_vs_full_time", 3, "full 0.660 and 0.621"),
+        ([(f, LONG) for f in ONE_THREAD], "fpt_vs_full_time", 3, "0.743 and 0.706"),
+        ([(f, BIT) for f in TWO_THREADS], "fpt_vs_reference_speed", 2, "1.82 / 1.56 on bit-memory"),
+        ([(f, LONG) for f in TWO_THREADS], "fpt_vs_reference_speed", 2, "3.50 / 3.45 at 512 tokens"),
+        ([(f, BIT) for f in TWO_THREADS], "fpt_vs_full_time", 3, "0.630 / 0.659 on bit-memory"),
+        ([(f, LONG) for f in TWO_THREADS], "fpt_vs_full_time", 3, "**0.751** / 0.671 at 512 tokens"),
+        ([(f, s) for f in TWO_THREADS for s in (BIT, LONG)], "fpt_vs_full_memory", 3, "memory 0.581 / 0.579"),
+        ([("1757-ba779ff-2-threads", LONG)], "fpt_vs_full_time", 2, "512-token ratio was 0.80"),
+        ([("1403-d648958-compile-bit-memory", BIT)], "fpt_vs_reference_speed", 2, "ran at 0.88×"),
+    ],
+)
+def test_performance_figures_of_earlier_bench_runs_come_from_their_records(runs, name, digits, shown):
+    values = [target(read_json(ROOT / f"results/bench/runs/2026-12-02T{f}.json"), name, s) for f, s in runs]
+    assert all(f"{v:.{digits}f}" in shown for v in values), (values, shown)
+    assert shown in flat(text("performance")), shown
+
+
+def test_performance_step_times_of_earlier_bench_runs_come_from_their_records():
+    def seconds(run: str, row: str) -> str:
+        record = read_json(ROOT / f"results/bench/runs/2026-12-02T{run}.json")
+        shape = next(shape for shape in record["shapes"] if shape["name"] == LONG)
+        return f"{shape['rows'][row]['step_seconds']:.2f}"
+
+    first, second = TWO_THREADS
+    shown = [
+        f"fpt's 512-token step took {seconds(first, 'fpt')} s in the first and {seconds(second, 'fpt')} s in the "
+        f"second, full fine-tuning's {seconds(first, 'full')} s and {seconds(second, 'full')} s",
+        f"({seconds('1753-ba779ff', 'full')} → {seconds('1757-ba779ff-2-threads', 'full')} s)",
+        f"({seconds('1753-ba779ff', 'fpt')} → {seconds('1757-ba779ff-2-threads', 'fpt')} s)",
+    ]
+    page = flat(text("performance"))
+    for phrase in shown:
+        assert phrase in page, phrase
+
+
+# ---- paths, links, flags, length ----------------------------------------------------------------------------------
+
+
+def test_every_results_path_the_docs_cite_is_committed():
+    """A results file, folder or glob that README.md or a docs page names matches a tracked file (a .gitignore
+    pattern once hid results/bench/runs/, whose records the README cited, from every commit)."""
+    cited = {
+        path
+        for page in pages().values()
+        for path in re.findall(r"[`(](?:\.\./)?(results/[^`)\s]*)[`)]", page)  # files, folders and globs alike
+    }
     assert {"results/bench/cpu.json", "results/bench/runs/", "results/bench/runs/*-compile-*.json"} <= cited
+    assert "results/offline-suite/learning_curves.png" in cited
     tracked = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "results"], capture_output=True, text=True, check=True
     ).stdout.split()
     missing = [path for path in sorted(cited) if not any(fnmatch(t, path) or t.startswith(path) for t in tracked)]
     assert not missing, missing
+
+
+def test_readme_is_a_five_minute_read():
+    assert len(text("README.md").splitlines()) < 250
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_page_the_readme_links_exists_and_every_link_and_anchor_resolves():
+    readme_links = set(re.findall(r"\]\((docs/[^)#]+\.md)", text("README.md")))
+    assert readme_links == {f"docs/{p}.md" for p in DOC_PAGES}
+    for name, page in pages().items():
+        for target_path, anchor in re.findall(r"\]\(([^)#\s:]*)(?:#([^)\s]+))?\)", page):
+            target_file = (ROOT / name).parent / target_path if target_path else ROOT / name
+            assert target_file.exists(), f"{name} links to {target_path}"
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", target_file.read_text(), flags=re.M)
+                assert anchor in {slug(h) for h in headings}, f"{name} links to {target_path}#{anchor}"
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_fpt_command_line_in_the_docs_uses_existing_flags():
+    """Each `fpt <command> ...` line of a code block in README.md or a docs page names a real command and only its
+    real options."""
+    commands = subcommands()
+    checked = 0
+    for name, page in pages().items():
+        for block in re.findall(r"^```\n(.*?)^```", page, flags=re.M | re.S):
+            for line in block.splitlines():
+                match = re.search(r"(?:^|\s)fpt (\w+)(.*)", line.split(" # ")[0].split("  #")[0])
+                if not match:
+                    continue
+                command, rest = match.groups()
+                assert command in commands, f"{name}: fpt {command}"
+                options = commands[command]._option_string_actions
+                for flag in re.findall(r"(?<!\S)(--[\w-]+)", rest):
+                    assert flag in options, f"{name}: fpt {command} {flag}"
+                checked += 1
+    assert checked >= 25
+
+
+def test_every_backticked_flag_in_the_docs_is_an_fpt_option():
+    """`--flag` in backticks anywhere in README.md or a docs page is an option of some fpt command (launcher flags
+    such as torchrun's stay inside code blocks)."""
+    options = {flag for parser in subcommands().values() for flag in parser._option_string_actions}
+    for name, page in pages().items():
+        for flag in re.findall(r"`(--[\w-]+)", page):
+            assert flag in options, f"{name}: {flag}"
+    train = subcommands()["train"]._option_string_actions
+    rows = [line for line in text("training").splitlines() if line.startswith("| `--")]
+    assert len(rows) >= 15
+    for row in rows:
+        for flag in re.findall(r"`(--[\w-]+)", row.split(" | ")[0]):
+            assert flag in train, flag

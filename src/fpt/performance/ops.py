@@ -1,16 +1,16 @@
 """Fast paths for the frozen body: dropout, attention and frozen products that compute what PyTorch's would, for less.
 
-Measured on a 2-core CPU (minilm, bit-memory, one FPT step; `fpt bench` has the numbers): torch's CPU dropout draws
-one Mersenne-Twister number per element through `bernoulli_`, about 10% of a step, and CPU scaled-dot-product
-attention has no fused kernel with dropout, so in training it falls back to a math path with NaN guards over every
-(B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random words (four mask elements per
-word), CPU training attention with dropout is one autograd function (DropoutAttention), and products with frozen
-weights go through oneDNN with no weight gradient (linear, feed_forward). Everything else goes to PyTorch's own
-kernels.
+Why: torch's CPU dropout draws one Mersenne-Twister number per element through `bernoulli_`, and CPU
+scaled-dot-product attention has no fused kernel with dropout, so in training it falls back to a math path with NaN
+guards over every (B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random words (four mask
+elements per word), CPU training attention with dropout is one autograd function (DropoutAttention), and products
+with frozen weights go through oneDNN with no weight gradient (linear, feed_forward). Everything else goes to
+PyTorch's own kernels. What each path buys, measured, is on docs/performance.md (timings go stale; that page keeps
+them with their source).
 
 One switch fences them: `enabled` names the paths in use (all by default; the environment variable FPT_FAST_PATHS
-sets it: "none", or a comma list of PATHS), and `fast_paths(...)` changes it for a block of code, as `fpt bench`'s
-ablation rows do. A path switched off gives way to PyTorch's own op.
+sets it: "none", or a comma list of PATHS), and `fast_paths(...)` changes it for a block of code, e.g. to test or
+time a path against PyTorch's op. A path switched off gives way to PyTorch's own op.
 
 Under torch.compile all of these step aside for PyTorch's own ops (F.dropout, scaled_dot_product_attention,
 F.linear), which the compiler traces and fuses; the hand-written paths call numpy and oneDNN directly, which it
@@ -88,8 +88,8 @@ def kept(x: torch.Tensor, p: float, seed: int | None = None) -> torch.Tensor:
 
 
 class Dropout(torch.autograd.Function):
-    """CPU dropout that keeps the seed of its mask for backward, not the mask: backward redraws it (a few ms for a
-    (B, T, D) batch), which saves keeping a mask per dropped activation."""
+    """CPU dropout that keeps the seed of its mask for backward, not the mask: backward redraws it, which saves
+    keeping a mask per dropped activation."""
 
     @staticmethod
     def forward(ctx, x, p):
@@ -108,9 +108,8 @@ def new_seed() -> int:
 
 
 def bits(seed: int) -> np.random.SFC64:
-    """The random bits masks are drawn from: numpy's SFC64 generator, which gives 64-bit words about 1.7× as fast as
-    torch's CPU generator (Mersenne Twister) on this machine; the masks were the largest share of a step's
-    elementwise work."""
+    """The random bits masks are drawn from: numpy's SFC64 generator, which gives 64-bit words faster than torch's
+    CPU generator (Mersenne Twister), and the masks are a large share of a step's elementwise work."""
     return np.random.SFC64(seed)
 
 
@@ -145,9 +144,9 @@ class MaskDraws:
         return draw(self.keep[: math.prod(shape)].view(shape), self.p, self.source)
 
 
-# oneDNN's fp32 matmul (the kernel behind torch's mkldnn linear) ran 10–20% faster than torch's default CPU matmul
-# (MKL) on a transformer's (tokens × D) · (D × D′) products, with the weight contiguous or its transpose. A weight
-# with other strides (a slice of a wider one) fell to a path thousands of times slower: those go to F.linear.
+# oneDNN's fp32 matmul (the kernel behind torch's mkldnn linear) is faster than torch's default CPU matmul (MKL) on a
+# transformer's (tokens × D) · (D × D′) products, with the weight contiguous or its transpose. A weight with other
+# strides (a slice of a wider one) falls to a far slower path there: those go to F.linear.
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -262,9 +261,8 @@ def attention(
 
 
 # (Tq, T) score matrices handled at a time, per torch thread: 1 MiB of fp32 scores, so a block's three (Tq, T)
-# buffers stay in cache; on a 2-core CPU one layer's attention forward and backward ran about 1.25× faster than with
-# 16 MiB blocks. With two threads, 2 MiB blocks made fpt's 8 × 512-token step 13% faster (a 512 × 512 block is one
-# small matrix product, which splits poorly over threads); at bit-memory's 120 tokens both sizes ran alike.
+# buffers stay in cache; per thread, because one 512 × 512 block is a small matrix product, which splits poorly over
+# threads. The block sizes' timings: docs/performance.md.
 CHUNK_ELEMENTS = 1 << 18
 
 
@@ -310,7 +308,7 @@ class DropoutAttention(torch.autograd.Function):
         masks = MaskDraws(blocks.size, ctx.p, ctx.seed, qs.dtype)
         scores, buffer = qs.new_empty(blocks.size), qs.new_empty(blocks.size)
         # the key and value gradients of a block are built transposed, (n, d, T), then copied in: a (d × Tq)·(Tq × T)
-        # product runs about 1.5× faster on the CPU than the (T × Tq)·(Tq × d) one with its first factor transposed
+        # product runs faster on the CPU than the (T × Tq)·(Tq × d) one with its first factor transposed
         transposed = qs.new_empty(blocks.size // tq * d)  # (…, d, T)
         operands = (blocks.of(qs), blocks.of(k), blocks.of(v), blocks.of(grad), pad)
         results = (blocks.of(grad_q), blocks.of(grad_k), blocks.of(grad_v))
