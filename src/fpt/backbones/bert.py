@@ -5,19 +5,22 @@ layer's scale decides how much position survives the norm (see fpt.model.init_in
 
 The body runs fpt's own forward over the transformers module's weights (the same math; tests compare it with
 BertModel's): its attention and dropout are fpt.performance.ops', and `forward_at` runs the last layer for the
-read-out tokens only, since nothing else of that layer reaches the head.
+read-out tokens only, since nothing else of that layer reaches the head. The same body serves many tasks at once
+(fpt.shipping.multitask): what a task trains inside it, its LayerNorms and its position vectors, can come per row.
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from torch import nn
 from transformers import BertConfig, BertModel
 from transformers.activations import GELUActivation
-from transformers.models.bert.modeling_bert import BertLayer
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
 from fpt.backbones.base import Backbone, check_loading, load_hf, params, set_dropout
 from fpt.errors import FPTError
@@ -51,16 +54,27 @@ class BertBackbone(Backbone):
     def forward_at(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.encode(embeds, mask, positions)
 
-    def encode(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-        """embeds (B, T, D), mask (B, T) → hidden states (B, T, D), or (B, k, D) at `positions` (B, k)."""
-        emb, layers = self.model.embeddings, self.model.encoder.layer
-        x = embeds + emb.token_type_embeddings.weight[0] + emb.position_embeddings.weight[: embeds.shape[1]]
-        x = ops.dropout(emb.LayerNorm(x), emb.dropout.p, self.training)  # (B, T, D)
+    def encode(
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor | None,
+        norms: RowNorms | None = None,
+        position_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """embeds (B, T, D), mask (B, T) → hidden states (B, T, D), or (B, k, D) at `positions` (B, k).
+
+        By default every row runs with the model's own LayerNorms and position table (training). Rows of different
+        tasks bring their own: `norms` (B, 2L + 1, D), every LayerNorm in forward order (the embeddings', then each
+        layer's after attention and after feed-forward), and `position_embeds` (B, T, D)."""
+        layers = self.model.encoder.layer
+        x = bert_embeddings(self.model.embeddings, embeds, self.training, position_embeds, take(norms, 0, 1))
         # Without padding no key needs masking; on the CPU, checking costs no device sync (compiled: no graph break)
         unpadded = ops.hand_written(mask, "attention") and bool(mask.all())
         keys = None if unpadded else mask[:, None, None, :]  # (B, 1, 1, T)
         for i, layer in enumerate(layers):
-            x = bert_layer(layer, x, keys, positions if i == len(layers) - 1 else None, self.training)
+            read = positions if i == len(layers) - 1 else None
+            x = bert_layer(layer, x, keys, read, self.training, take(norms, 1 + 2 * i, 3 + 2 * i))
         return x
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
@@ -79,11 +93,52 @@ class BertBackbone(Backbone):
         return self.model.embeddings.word_embeddings.weight
 
 
+class RowNorms(NamedTuple):
+    """LayerNorm weights and biases for each row, (B, n, D) each: n LayerNorms, in place of the modules' own."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+
+def take(norms: RowNorms | None, start: int, stop: int) -> RowNorms | None:
+    """The LayerNorms start..stop-1 of each row's, or None (the modules' own) for None."""
+    return None if norms is None else RowNorms(norms.weight[:, start:stop], norms.bias[:, start:stop])
+
+
+def layer_norm(x: torch.Tensor, module: nn.LayerNorm, norms: RowNorms | None) -> torch.Tensor:
+    """module(x), x (B, T, D); with `norms` ((B, 1, D) each) each row's own weight and bias in place of module's."""
+    if norms is None:
+        return module(x)
+    return torch.addcmul(norms.bias, F.layer_norm(x, module.normalized_shape, eps=module.eps), norms.weight)
+
+
+def bert_embeddings(
+    emb: BertEmbeddings,
+    embeds: torch.Tensor,
+    training: bool,
+    position_embeds: torch.Tensor | None = None,
+    norms: RowNorms | None = None,
+) -> torch.Tensor:
+    """BertEmbeddings for inputs_embeds (B, T, D) → (B, T, D): LayerNorm(embeds + token type 0 + position), then
+    dropout. position_embeds (B, T, D) and norms ((B, 1, D) each): each row's own, default the module's."""
+    if position_embeds is None:
+        position_embeds = emb.position_embeddings.weight[: embeds.shape[1]]  # (T, D)
+    x = embeds + emb.token_type_embeddings.weight[0] + position_embeds
+    return ops.dropout(layer_norm(x, emb.LayerNorm, norms), emb.dropout.p, training)
+
+
 def bert_layer(
-    layer: BertLayer, x: torch.Tensor, keys: torch.Tensor | None, rows: torch.Tensor | None, training: bool
+    layer: BertLayer,
+    x: torch.Tensor,
+    keys: torch.Tensor | None,
+    rows: torch.Tensor | None,
+    training: bool,
+    norms: RowNorms | None = None,
 ) -> torch.Tensor:
     """One BertLayer as transformers computes it, x (B, T, D) → (B, T, D); with `rows` (B, k) only those tokens'
-    outputs (B, k, D): their queries attend to every token's keys and values, the rest of the layer runs on k."""
+    outputs (B, k, D): their queries attend to every token's keys and values, the rest of the layer runs on k.
+    norms ((B, 2, D) each): each row's own weights and biases for the LayerNorms after attention and after the
+    feed-forward block, default the layer's."""
     b, t, d = x.shape
     attention, out, ffn = layer.attention.self, layer.attention.output, layer.output
     heads = attention.num_attention_heads
@@ -97,8 +152,10 @@ def bert_layer(
         for y, m in ((xq, attention.query), (x, attention.key), (x, attention.value))
     )
     a = ops.attention(q, k, v, keys, attention.dropout.p, training).transpose(1, 2).reshape(b, -1, d)  # (B, Tq, D)
-    y = out.LayerNorm(ops.dropout(ops.linear(a, out.dense.weight, out.dense.bias), out.dropout.p, training) + xq)
-    return ffn.LayerNorm(ops.dropout(feed_forward(layer, y), ffn.dropout.p, training) + y)
+    y = ops.dropout(ops.linear(a, out.dense.weight, out.dense.bias), out.dropout.p, training) + xq
+    y = layer_norm(y, out.LayerNorm, take(norms, 0, 1))
+    z = ops.dropout(feed_forward(layer, y), ffn.dropout.p, training) + y
+    return layer_norm(z, ffn.LayerNorm, take(norms, 1, 2))
 
 
 def feed_forward(layer: BertLayer, y: torch.Tensor) -> torch.Tensor:

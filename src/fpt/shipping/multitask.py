@@ -2,9 +2,9 @@
 
 The backbone's frozen weights (attention, feed-forward, embeddings) are held once. What a task trained inside the
 backbone (by default its layer norms and its position table) is stacked over tasks, (N, ...), and gathered per row,
-so rows of different tasks go through the frozen matmuls together, each with its own norms and positions. Input
-layers and heads differ in shape between tasks (features or tokens, number of classes), so each runs on its own task's
-rows, before and after the shared pass.
+so rows of different tasks go through the frozen body together (the forward training runs), each with its own norms
+and positions. Input layers and heads differ in shape between tasks (features or tokens, number of classes), so each
+runs on its own task's rows, before and after the shared pass.
 
 A backbone family joins by subclassing SharedCore (which parameters it stacks, and its forward) and registering it
 under its `Backbone.family`: `@CORES.register("bert", ...)`.
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fpt.backbones import Backbone
+from fpt.backbones.bert import BertBackbone, RowNorms
 from fpt.errors import FPTError
 from fpt.model import readout
 from fpt.registry import Registry
@@ -275,25 +276,19 @@ def build_core(backbone: Backbone) -> SharedCore:
     return CORES.build(backbone.family, backbone=backbone)
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm with its own weight and bias for each token: x, weight and bias (N, D)."""
-    return F.layer_norm(x, x.shape[-1:], eps=eps) * weight + bias
-
-
 @CORES.register("bert", "BERT encoders (minilm, bert): per-task LayerNorms and position table")
 class BertCore(SharedCore):
+    backbone: BertBackbone
+
     def __init__(self, backbone: Backbone) -> None:
         super().__init__(backbone)
-        bert = backbone.model
-        if getattr(bert.config, "position_embedding_type", "absolute") != "absolute":
-            raise FPTError("the shared bert core supports absolute position embeddings only")
-        emb, layers = bert.embeddings, bert.encoder.layer
-        # Every LayerNorm in forward order: embeddings, then per layer after attention and after feed-forward.
+        emb, layers = backbone.model.embeddings, backbone.model.encoder.layer
+        # Every LayerNorm in forward order (BertBackbone.encode's `norms`): embeddings, then per layer after attention
+        # and after feed-forward.
         self.norms = [
             emb.LayerNorm,
             *[n for lay in layers for n in (lay.attention.output.LayerNorm, lay.output.LayerNorm)],
         ]
-        self.heads = bert.config.num_attention_heads
 
     def stacked(self) -> dict[str, list[nn.Parameter]]:
         return {
@@ -308,61 +303,28 @@ class BertCore(SharedCore):
         return value[:, : spec.max_tokens] if key == "position" else value
 
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The frozen BERT body with each row's own norms and positions. Linear layers and norms run on the real
-        tokens only, packed (N, D), so rows of different tasks and lengths cost what their tokens cost, not the
-        longest row's; attention runs on padded grids, one per length class (rows of up to 2^k tokens), so a short
-        task's rows do not pay for a long task's T² either."""
-        bert = self.backbone.model
-        b, t, d = embeds.shape
-        heads, width = self.heads, d // self.heads
-        real = mask.flatten().nonzero().squeeze(1)  # (N,) the real tokens' places in the (B·T) grid
-        row, position = real // t, real % t  # (N,) each token's row and position
-        task = rows[row]  # (N,) each token's task
+        """The training body (BertBackbone.encode) with each row's own norms and positions, mask with real tokens
+        first. It runs once per length class (rows of up to 2^k tokens) on that class's padded grid, so a short
+        task's rows do not pay for a long task's length."""
         weight, bias = self.stacks["ln_weight"], self.stacks["ln_bias"]  # (tasks, 2L + 1, D)
-        grids = length_classes(mask.sum(1), row, position)
-
-        def norm(x: torch.Tensor, k: int) -> torch.Tensor:  # the k-th LayerNorm, each token with its task's
-            return layer_norm(x, weight[task, k], bias[task, k], self.norms[k].eps)
-
-        def attend(attention: nn.Module, x: torch.Tensor) -> torch.Tensor:  # packed (N, D) → packed (N, D)
-            q, k, v = (lin(x) for lin in (attention.query, attention.key, attention.value))
-            out = torch.empty_like(x)
-            for tokens, cells, n, longest, keys in grids:
-                q_, k_, v_ = (to_grid(y[tokens], cells, n, longest, heads) for y in (q, k, v))
-                y = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=keys, scale=width**-0.5)
-                out[tokens] = y.transpose(1, 2).reshape(n * longest, d)[cells]
-            return out
-
-        token_type = bert.embeddings.token_type_embeddings.weight[0]  # as BertEmbeddings: type 0, then positions
-        positions = self.stacks["position"][0, self.offsets["position"][task] + position]  # (N, D): each its task's
-        x = norm(embeds.reshape(b * t, d)[real] + token_type + positions, 0)
-        for i, layer in enumerate(bert.encoder.layer):
-            x = norm(layer.attention.output.dense(attend(layer.attention.self, x)) + x, 1 + 2 * i)
-            x = norm(layer.output.dense(layer.intermediate(x)) + x, 2 + 2 * i)
-        hidden = x.new_zeros(b * t, d)
-        hidden[real] = x
-        return hidden.view(b, t, d)
+        table, start = self.stacks["position"][0], self.offsets["position"]  # (Σ T_task, D), (tasks,)
+        size = torch.diff(start, append=start.new_tensor([len(table)]))  # (tasks,) T_task
+        lengths = mask.sum(1)  # (B,)
+        hidden = torch.zeros_like(embeds)  # (B, T, D)
+        for members, t in length_classes(lengths):
+            task = rows[members]  # (n,)
+            # position of each cell; past its task's table (padding, in a class with longer tasks) its last row
+            at = torch.minimum(torch.arange(t, device=mask.device), size[task, None] - 1)  # (n, t)
+            norms = RowNorms(weight[task], bias[task])  # (n, 2L + 1, D) each
+            positions = table[start[task, None] + at]  # (n, t, D)
+            x, m = embeds[members, :t], mask[members, :t]  # (n, t, D), (n, t)
+            hidden[members, :t] = self.backbone.encode(x, m, None, norms=norms, position_embeds=positions)
+        return hidden
 
 
-def to_grid(packed: torch.Tensor, cells: torch.Tensor, n: int, longest: int, heads: int) -> torch.Tensor:
-    """Packed tokens (m, D) → their rows' padded grid (n, heads, longest, D / heads), zeros at padding."""
-    grid = packed.new_zeros(n * longest, packed.shape[-1])
-    grid[cells] = packed
-    return grid.view(n, longest, heads, -1).transpose(1, 2)
-
-
-def length_classes(lengths: torch.Tensor, row: torch.Tensor, position: torch.Tensor) -> list[tuple]:
-    """Group rows by length class (up to 2^k tokens) for attention: per class, (its tokens in the packed order,
-    their cells in the class's (n · longest) grid, n rows, the longest row, the key mask or None)."""
-    kind = torch.ceil(torch.log2(lengths.float())).long()  # (B,) lengths 1, 2, 3-4, 5-8, ... → 0, 1, 2, 3, ...
-    out = []
-    for k in kind.unique():
-        members = (kind == k).nonzero().squeeze(1)  # (n,) the class's rows
-        longest = int(lengths[members].max())
-        local = torch.full_like(lengths, -1)
-        local[members] = torch.arange(len(members), device=lengths.device)
-        tokens = (kind[row] == k).nonzero().squeeze(1)  # the class's tokens, in the packed order
-        cells = local[row[tokens]] * longest + position[tokens]
-        keys = torch.arange(longest, device=lengths.device) < lengths[members, None]  # (n, longest)
-        out.append((tokens, cells, len(members), longest, None if keys.all() else keys[:, None, None, :]))
-    return out
+def length_classes(lengths: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """Rows grouped by length class (lengths 1, 2, 3-4, 5-8, ...: up to 2^k tokens): per class, its rows (n,) and
+    its longest row's length."""
+    kind = torch.ceil(torch.log2(lengths.float())).long()  # (B,) 1, 2, 3-4, 5-8, ... → 0, 1, 2, 3, ...
+    members = [(kind == k).nonzero().squeeze(1) for k in kind.unique()]
+    return [(m, int(lengths[m].max())) for m in members]
