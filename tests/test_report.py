@@ -9,9 +9,9 @@ from matplotlib.image import imread
 
 from fpt import PAPER_GROUPS
 from fpt.cli import main
-from fpt.experiments.report import write_report
+from fpt.experiments.report import ReportOptions, write_report
 from fpt.experiments.settings import cell, mean_ci, select, steps_to_converge, welch
-from fpt.experiments.sweep import SweepConfig, append_record, run_sweep
+from fpt.experiments.sweep import SweepConfig, SweepOptions, append_record, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -108,7 +108,7 @@ def test_report_tables_and_answers(tmp_path):
     results = tmp_path / "results.jsonl"
     for r in synthetic_records():
         append_record(results, r)
-    report = write_report([results], tmp_path / "report", attention=False).read_text()
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
     for heading in (
         "## Answers",
         "## Table 1: model × task (test accuracy, %)",
@@ -160,7 +160,7 @@ def test_report_from_a_real_sweep_with_attention_maps(tiny_bert_dir, tmp_path, c
         seeds=[0, 1],
     )
     results = tmp_path / "results.jsonl"
-    run_sweep(sweep, results, quiet=True)
+    run_sweep(sweep, SweepOptions(results=results, quiet=True))
     out = tmp_path / "report"
     assert main(["report", str(results), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
@@ -186,6 +186,6 @@ def test_report_reads_plain_result_folders(tiny_cfg, tmp_path):
 
     for init in ("pretrained", "random"):
         fpt.train(tiny_cfg(init=init, steps=4, eval_every=2), out=tmp_path / "runs" / init, quiet=True)
-    report = write_report([tmp_path / "runs"], tmp_path / "report", attention=False).read_text()
+    report = write_report([tmp_path / "runs"], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
     assert "| fpt bert/pretrained | " in report and "| fpt bert/random | " in report
     assert "(n=1, no CI)" in report and "n=1: no interval" in report

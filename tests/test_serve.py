@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 import fpt
 from fpt.cli import main
 from fpt.shipping.multitask import build_core
-from fpt.shipping.patch import export, from_patch, read_patch
+from fpt.shipping.patch import export, from_patch, read_patch, save_safetensors
 from fpt.shipping.serve import Batcher, Settings, build, create_app
 from fpt.tasks import collate
 
@@ -114,6 +114,32 @@ def test_cross_task_rows_share_one_forward_and_keep_their_answers(patches, examp
         for name in examples:
             assert torch.allclose(outs[name], alone[name], atol=1e-5)
             assert torch.equal(outs[name].argmax(-1), alone[name].argmax(-1))
+
+
+def test_served_logits_are_each_tasks_trained_model(patches, examples, tmp_path):
+    """What is served is what was trained: tasks of different lengths, each with layer norms and positions of its
+    own (moved far apart here), in one predict call that mixes their rows (xor's in two length classes, one shared
+    with digits), give each task's own FPT model's logits (eval mode, built from the same patch) to float rounding."""
+    torch.manual_seed(0)
+    noise = {"LayerNorm.weight": 0.3, "LayerNorm.bias": 0.3, "position_embeddings.weight": 0.05}
+    moved = {}
+    for name, path in patches.items():
+        patch = read_patch(path)
+        tensors = dict(patch.tensors)
+        for end, scale in noise.items():
+            keys = [k for k in tensors if k.endswith(end)]
+            assert keys, (name, end)  # the patch trains norms and positions
+            tensors |= {k: tensors[k] + scale * torch.randn_like(tensors[k]) for k in keys}
+        moved[name] = tmp_path / f"{name}.fpt.safetensors"
+        save_safetensors(moved[name], tensors, patch.meta)
+    core, _ = build([f"{n}={p}" for n, p in moved.items()])
+    inputs = {**examples, "xor": [*examples["xor"], examples["xor"][0][:7], examples["xor"][1][:5]]}
+    served = dict(zip(inputs, core.predict(list(inputs.items())), strict=True))
+    for name, xs in inputs.items():
+        x, mask, _ = collate([(x, torch.zeros(1)) for x in xs])
+        with torch.no_grad():
+            trained = from_patch(moved[name])(x, mask)
+        assert (served[name] - trained).abs().max() <= 1e-6, name
 
 
 def bad_requests(examples) -> list[tuple[str, str, bytes | str, dict]]:
@@ -314,3 +340,21 @@ def test_load_test_script_runs_clean(patches, loadtest):
     for mode in ("cross-task", "per-task"):
         stats = report["modes"][mode]
         assert stats["errors"] == 0 and stats["requests"] > 0 and stats["p99_ms"] >= stats["p50_ms"] > 0, stats
+
+
+def test_serve_options_set_the_servers_batching_and_limits(patches, examples):
+    """`fpt serve`'s options are ServeSettings, what create_app reads: batching, examples per request, body size."""
+    from fpt.cli import build_parser, options_from_args
+    from fpt.shipping.serve import ServeSettings
+
+    args = ["serve", "--patch", f"x={patches['xor']}", "--batching", "per-task", "--max-examples", "2"]
+    settings = options_from_args(ServeSettings, build_parser("serve").parse_args([*args, "--max-body-mb", "0.001"]))
+    assert settings.patches == [f"x={patches['xor']}"] and settings.max_body_bytes == int(0.001 * 2**20)
+    core, _ = build(settings.patches)
+    with TestClient(create_app(core, settings)) as client:
+        assert client.get("/healthz").json()["batching"] == "per-task"
+        assert predict(client, "x", [x.tolist() for x in examples["xor"][:2]]).status_code == 200
+        reply = predict(client, "x", [x.tolist() for x in examples["xor"][:3]])
+        assert reply.status_code == 413 and "3 examples in one request; at most 2" in reply.text
+        reply = predict(client, "x", [[[0.25]] * 200])
+        assert reply.status_code == 413 and f"request body over {settings.max_body_bytes:,} bytes" in reply.text

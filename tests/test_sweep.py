@@ -16,7 +16,15 @@ import yaml
 
 from fpt import FPTError, TrainConfig
 from fpt.cli import main
-from fpt.experiments.sweep import SweepConfig, append_record, expand, read_records, run_id, run_sweep
+from fpt.experiments.sweep import (
+    SweepConfig,
+    SweepOptions,
+    append_record,
+    expand,
+    read_records,
+    run_id,
+    run_sweep,
+)
 
 train_module = importlib.import_module("fpt.train")  # `fpt.train` the attribute is the function
 
@@ -144,7 +152,7 @@ def test_bad_sweep_is_one_line_naming_the_entry(tiny_bert_dir, tmp_path, capsys,
 def test_sweep_writes_records_and_skips_finished_runs(tiny_bert_dir, tmp_path, monkeypatch):
     results = tmp_path / "results.jsonl"
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir))
-    records = run_sweep(sweep, results, quiet=True)
+    records = run_sweep(sweep, SweepOptions(results=results, quiet=True))
     assert len(records) == 6 and all(r["status"] == "ok" for r in records)
     first = read_records(results)
     assert len(first) == 6 and {r["run_id"] for r in first} == {r.run_id for r in expand(sweep)}
@@ -157,30 +165,30 @@ def test_sweep_writes_records_and_skips_finished_runs(tiny_bert_dir, tmp_path, m
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(train_module, "train", must_not_train)
-    assert len(run_sweep(sweep, results, quiet=True)) == 6
+    assert len(run_sweep(sweep, SweepOptions(results=results, quiet=True))) == 6
     assert read_records(results) == first  # nothing appended
 
     # A run that finished but whose record never reached the file (killed in between) is not trained again.
     results.write_text("".join(json.dumps(r) + "\n" for r in first[:-1]))
-    run_sweep(sweep, results, quiet=True)
+    run_sweep(sweep, SweepOptions(results=results, quiet=True))
     assert comparable(read_records(results)) == comparable(first)
 
     # A new seed runs only the new runs.
     monkeypatch.undo()
     more = SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0, 1, 2]))
-    assert len(run_sweep(more, results, quiet=True)) == 9 and len(read_records(results)) == 9
+    assert len(run_sweep(more, SweepOptions(results=results, quiet=True))) == 9 and len(read_records(results)) == 9
 
 
 def test_partial_last_line_is_ignored_and_repaired(tiny_bert_dir, tmp_path, capsys):
     results = tmp_path / "results.jsonl"
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0]))
-    run_sweep(sweep, results, quiet=True)
+    run_sweep(sweep, SweepOptions(results=results, quiet=True))
     whole = read_records(results)
     cut = results.read_text().splitlines(keepends=True)
     results.write_text("".join(cut[:-1]) + cut[-1][: len(cut[-1]) // 2])  # the last write cut short by a crash
     assert read_records(results) == whole[:-1]
     assert "unfinished last line" in capsys.readouterr().err
-    run_sweep(sweep, results, quiet=True)  # reruns the lost run and repairs the file
+    run_sweep(sweep, SweepOptions(results=results, quiet=True))  # reruns the lost run and repairs the file
     lines = results.read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(line) for line in lines)
     assert comparable(read_records(results)) == comparable(whole)
@@ -202,16 +210,16 @@ def test_failed_run_is_recorded_and_does_not_stop_the_sweep(tiny_bert_dir, tmp_p
     monkeypatch.setattr(train_module, "train", diverges_at_high_lr)
     results = tmp_path / "results.jsonl"
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir))
-    records = run_sweep(sweep, results, quiet=True)
+    records = run_sweep(sweep, SweepOptions(results=results, quiet=True))
     failed = [r for r in records if r["status"] == "failed"]
     assert len(records) == 6 and len(failed) == 2
     assert all(r["lr"] == 1e-2 and "loss became nan" in r["error"] and r["model"] == "fpt" for r in failed)
     assert "fpt: run failed" in (tmp_path / "results" / failed[0]["run_id"] / "train.log").read_text()
-    run_sweep(sweep, results, quiet=True)
+    run_sweep(sweep, SweepOptions(results=results, quiet=True))
     assert len(read_records(results)) == 6  # failed runs count as finished
 
     monkeypatch.undo()
-    records = run_sweep(sweep, results, retry_failed=True, quiet=True)
+    records = run_sweep(sweep, SweepOptions(results=results, retry_failed=True, quiet=True))
     assert len(read_records(results)) == 8 and all(r["status"] == "ok" for r in records)  # the retry's record wins
 
 
@@ -262,16 +270,16 @@ def test_killed_sweep_resumes_and_equals_an_unbroken_one(tiny_bert_dir, tmp_path
 
 def test_two_workers_give_the_same_records(tiny_bert_dir, tmp_path):
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir))
-    one = run_sweep(sweep, tmp_path / "one.jsonl", quiet=True)
-    two = run_sweep(sweep, tmp_path / "two.jsonl", workers=2, quiet=True)
+    one = run_sweep(sweep, SweepOptions(results=tmp_path / "one.jsonl", quiet=True))
+    two = run_sweep(sweep, SweepOptions(results=tmp_path / "two.jsonl", workers=2, quiet=True))
     assert comparable(two) == comparable(one)
 
 
 def test_ray_backend_writes_the_same_records(tiny_bert_dir, tmp_path):
     pytest.importorskip("ray")
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0]))
-    local = run_sweep(sweep, tmp_path / "local.jsonl", quiet=True)
-    ray = run_sweep(sweep, tmp_path / "ray.jsonl", workers=2, backend="ray", quiet=True)
+    local = run_sweep(sweep, SweepOptions(results=tmp_path / "local.jsonl", quiet=True))
+    ray = run_sweep(sweep, SweepOptions(results=tmp_path / "ray.jsonl", workers=2, backend="ray", quiet=True))
     assert comparable(ray) == comparable(local)
     assert len(read_records(tmp_path / "ray.jsonl")) == 3
 
@@ -283,7 +291,7 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tiny: 6 runs" in out and "0 finished, 6 to run" in out and out.count("  todo  ") == 6
     assert not results.exists()
-    run_sweep(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0])), results, quiet=True)
+    run_sweep(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0])), SweepOptions(results=results, quiet=True))
     assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 finished, 3 to run" in out and out.count("  done  ") == 3

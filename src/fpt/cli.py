@@ -1,21 +1,28 @@
 """The `fpt` command line: `fpt train`, `fpt list`, `fpt demo`, `fpt bench`, ...
 
-Options of `fpt train` are generated from TrainConfig's typed fields, so the CLI, YAML configs and the Python
-API share one definition. Precedence: defaults < --config FILE.yaml < command-line options.
+Options are generated from typed pydantic models, so the CLI and the Python API share one definition: `fpt train`'s
+from TrainConfig (also the YAML configs' keys; precedence: defaults < --config FILE.yaml < command-line options), and
+`fpt serve`, `bench`, `sweep` and `report`'s from the settings model beside the code that runs them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import types
 import typing
+from argparse import SUPPRESS
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from fpt.config import TrainConfig, make_config, read_yaml
+from fpt.config import TrainConfig, format_validation_error, make_config, read_yaml
 from fpt.errors import FPTError
+
+M = TypeVar("M", bound=BaseModel)
 
 EXAMPLES = """examples:
   fpt train --task bit-xor --backbone minilm --seed 0 --out runs/xor
@@ -37,47 +44,118 @@ class Parser(argparse.ArgumentParser):
         raise FPTError(message)
 
 
+# ---- options generated from pydantic models -------------------------------------------------------------------------
+
+
+def members(annotation: Any) -> tuple[Any, ...]:
+    """The types a field accepts: a union's members, or the annotation itself."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
 def field_choices(annotation: Any) -> list[str] | None:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    literals = [a for a in args if typing.get_origin(a) is typing.Literal]
-    if typing.get_origin(annotation) is typing.Literal:
-        return [str(v) for v in typing.get_args(annotation)]
-    if literals:
-        return [str(v) for v in typing.get_args(literals[0])]
-    return None
+    literals = [m for m in members(annotation) if typing.get_origin(m) is typing.Literal]
+    return [str(v) for v in typing.get_args(literals[0])] if literals else None
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One --option per TrainConfig field; values are parsed as YAML (so 'null', '1e-3', '{a: 1}' work)."""
-    group = parser.add_argument_group("training config (also settable in --config FILE.yaml)")
-    for name, info in TrainConfig.model_fields.items():
+def list_item(annotation: Any) -> Any | None:
+    """The item type of a list field (given by repeating its option), else None."""
+    lists = [m for m in members(annotation) if typing.get_origin(m) is list]
+    return typing.get_args(lists[0])[0] if lists else None
+
+
+def field_extra(info: FieldInfo) -> dict[str, Any]:
+    """A field's command-line metadata: flag (default --field-name), metavar, and cli: False to leave it out."""
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+
+
+def is_switch(info: FieldInfo, switches: bool) -> bool:
+    return switches and info.annotation is bool
+
+
+def option_flags(model: type[BaseModel], switches: bool = True) -> dict[str, str]:
+    """Field name → its --option. With `switches`, a bool field is a flag that flips its default: --quiet for a field
+    that defaults to False, --no-attention for one that defaults to True."""
+    flags = {}
+    for name, info in model.model_fields.items():
+        extra = field_extra(info)
+        if extra.get("cli", True):
+            flag = extra.get("flag", "--" + name.replace("_", "-"))
+            flags[name] = "--no-" + flag[2:] if is_switch(info, switches) and info.default is True else flag
+    return flags
+
+
+def add_options(
+    parser: argparse.ArgumentParser, model: type[BaseModel], title: str | None = None, switches: bool = True
+) -> None:
+    """One --option per field of the pydantic `model`, its help the field's description. An option not given is left
+    out of the parsed arguments (the model's default, or a config file's value, applies); values are parsed as YAML
+    unless the field is text (so 'null', '1e-3', '{a: 1}' work); a list field's option repeats."""
+    group = parser.add_argument_group(title) if title else parser
+    for name, flag in option_flags(model, switches).items():
+        info = model.model_fields[name]
+        help = (info.description or "").replace("%", "%%")
+        if is_switch(info, switches):
+            on = info.default is not True
+            off = "" if on else " (default: on; this flag turns it off)"
+            group.add_argument(flag, dest=name, action="store_true" if on else "store_false", default=SUPPRESS,
+                               help=help + off)  # fmt: skip
+            continue
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if default not in (None, [], {}):
+            help += f" (default: {default})"
         choices = field_choices(info.annotation)
-        default = info.get_default(call_default_factory=True)
-        metavar = "{" + ",".join(choices) + "}" if choices else name.upper()
         group.add_argument(
-            "--" + name.replace("_", "-"),
+            flag,
             dest=name,
-            default=argparse.SUPPRESS,
-            metavar=metavar,
-            help=f"{info.description} (default: {default})",
+            default=SUPPRESS,
+            required=info.is_required(),
+            action="append" if list_item(info.annotation) is not None else "store",
+            metavar=field_extra(info).get("metavar") or ("{" + ",".join(choices) + "}" if choices else name.upper()),
+            help=help,
         )
 
 
-def parse_value(name: str, text: str) -> Any:
-    annotation = TrainConfig.model_fields[name].annotation
-    if annotation is str:
-        return text
+def parse_value(annotation: Any, value: Any) -> Any:
+    """A command-line value for a field of this type: text fields keep it (null aside), others read it as YAML."""
+    if isinstance(value, list):
+        return [parse_value(list_item(annotation), v) for v in value]
+    if not isinstance(value, str):  # a switch's bool
+        return value
+    if any(m in (str, Path) for m in members(annotation)):
+        return None if type(None) in members(annotation) and value in ("null", "~") else value
     try:
-        return yaml.safe_load(text)
+        return yaml.safe_load(value)
     except yaml.YAMLError:
-        raise FPTError(f"--{name.replace('_', '-')}: cannot parse {text!r}") from None
+        raise FPTError(f"cannot parse {value!r}") from None
+
+
+def given_values(model: type[BaseModel], args: argparse.Namespace, switches: bool = True) -> dict[str, Any]:
+    """The values of `model`'s options given on the command line, parsed."""
+    values = {}
+    for name, flag in option_flags(model, switches).items():
+        if name in vars(args):
+            try:
+                values[name] = parse_value(model.model_fields[name].annotation, getattr(args, name))
+            except FPTError as err:
+                raise FPTError(f"{flag}: {err}") from None
+    return values
+
+
+def options_from_args(model: type[M], args: argparse.Namespace) -> M:
+    """The settings `model` from its options; a bad value is an FPTError naming the option."""
+    try:
+        return model(**given_values(model, args))
+    except ValidationError as err:
+        raise FPTError(format_validation_error(err, model, "option", option_flags(model))) from None
+
+
+# ---- commands --------------------------------------------------------------------------------------------------------
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = read_yaml(args.config) if args.config else {}
-    for name in TrainConfig.model_fields:
-        if name in vars(args):
-            values[name] = parse_value(name, getattr(args, name))
+    values.update(given_values(TrainConfig, args, switches=False))
     return make_config(values)
 
 
@@ -176,46 +254,27 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fpt.shipping.serve import Settings, serve
+    from fpt.shipping.serve import ServeSettings, serve
 
-    if not args.patch and not args.allow_upload:
-        raise FPTError("give at least one --patch FILE (or --allow-upload to add tasks at run time)")
-    settings = Settings(
-        batching=args.batching,
-        max_wait_ms=args.max_wait_ms,
-        max_batch_rows=args.max_batch_rows,
-        max_examples=args.max_examples,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        allow_upload=args.allow_upload,
-    )
-    serve(args.patch or [], args.backbone, args.backbone_path, args.host, args.port, settings, args.threads)
+    serve(options_from_args(ServeSettings, args))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fpt.experiments.sweep import default_runs_dir, dry_run, load_sweep, run_sweep
+    from fpt.experiments.sweep import SweepOptions, dry_run, load_sweep, run_sweep
 
+    options = options_from_args(SweepOptions, args)
     sweep = load_sweep(args.config)
-    results = Path(args.results) if args.results else Path("runs") / f"{sweep.name}.jsonl"
+    results = options.results_file(sweep)
     if args.dry_run:
-        print(dry_run(sweep, results, args.retry_failed))
+        print(dry_run(sweep, options))
         return 0
     try:
-        records = run_sweep(
-            sweep,
-            results,
-            runs_dir=args.runs_dir,
-            workers=args.workers,
-            backend=args.backend,
-            ray_address=args.ray_address,
-            retry_failed=args.retry_failed,
-            quiet=args.quiet,
-        )
+        records = run_sweep(sweep, options)
     except KeyboardInterrupt:
-        runs_dir = args.runs_dir or default_runs_dir(results)
         print(
-            f"fpt: sweep interrupted; {results} holds every finished run and {runs_dir} the checkpoints of the others:"
-            f" run the same command again to continue",
+            f"fpt: sweep interrupted; {results} holds every finished run and {options.runs_folder(sweep)} the "
+            f"checkpoints of the others: run the same command again to continue",
             file=sys.stderr,
         )
         return 130
@@ -224,16 +283,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fpt.experiments.report import write_report
+    from fpt.experiments.report import ReportOptions, write_report
 
-    out = write_report(
-        [Path(p) for p in args.results],
-        Path(args.out),
-        runs_dir=args.runs_dir,
-        attention=not args.no_attention,
-        attention_backbone=args.attention_backbone,
-        attention_backbone_path=args.attention_backbone_path,
-    )
+    out = write_report([Path(p) for p in args.results], options_from_args(ReportOptions, args))
     print(f"wrote {out}")
     return 0
 
@@ -242,6 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fpt.performance import bench, render
     from fpt.results import read_json, write_json
 
+    settings = options_from_args(bench.BenchSettings, args)
     if args.render:
         try:
             record = read_json(args.render)
@@ -249,20 +302,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise FPTError(f"cannot read bench record {args.render}: {err}") from None
         print(render.render_markdown(record), end="")
         return 0
-    record = bench.run_bench(
-        backbone=args.backbone,
-        backbone_path=args.backbone_path,
-        shapes=[bench.parse_shape(s) for s in args.shape] if args.shape else None,
-        rows=[r.strip() for r in args.rows.split(",") if r.strip()],
-        repeats=args.repeats,
-        warmup=args.warmup,
-        device=args.device,
-        dtype=args.dtype,
-        compile=args.compile,
-        threads=args.threads,
-        seed=args.seed,
-        command=" ".join(["fpt", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None,
-    )
+    command = " ".join(["fpt", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
+    record = bench.run_bench(settings, command=command)
     render.print_text(record)
     if args.json:
         write_json(args.json, record)
@@ -270,38 +311,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_parser(sub) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="time fpt's FPT step against a plain transformers reference, full fine-tuning, the reservoir and "
-        "inference, side by side",
-        description="Measure, in one run on the same backbone, shapes and batch: fpt's FPT training step, the "
-        "straightforward transformers reference, full fine-tuning, output-only training on cached features and "
-        "inference: step time (median of interleaved repeats), samples/s, tokens/s, peak memory, counted FLOPs and "
-        "MFU against a dense matmul timed in the same run; then the ratios and targets.",
-    )
-    p.add_argument("--backbone", default="minilm", help="backbone name (default minilm)")
-    p.add_argument("--backbone-path", metavar="DIR", help="local folder for hub backbones")
-    p.add_argument("--shape", action="append", metavar="NAME=BATCHxTOKENS",
-                   help="a shape (repeat); names starting bit-memory use that task's token layout, others a "
-                   "1-feature, 10-class layout; default: bit-memory=32x120 and long=8x512 on a CPU (GPU: 256x120, "
-                   "32x512; long = 1024 tokens or the backbone's position limit)")  # fmt: skip
-    p.add_argument("--rows", default=",".join(("fpt", "reference", "full", "reservoir", "inference")),
-                   help="comma list of rows (default all: fpt,reference,full,reservoir,inference)")  # fmt: skip
-    p.add_argument("--repeats", type=int, help="timed repeats per row (default 5 on a CPU, 20 on a GPU)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per row first (default 2)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="fp32, or bf16 autocast; auto: bf16 on a GPU, fp32 on a CPU")  # fmt: skip
-    p.add_argument("--compile", action="store_true", help="torch.compile fpt's rows (not the reference)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--seed", type=int, default=0, help="seed for the models' initialisation and the batch")
-    p.add_argument("--json", metavar="FILE", help="also write the full record (settings, environment, load) here")
-    p.add_argument("--render", metavar="FILE", help="print BENCHMARKS.md (markdown) from a --json record and exit")
-    p.set_defaults(func=cmd_bench)
-
-
-def build_parser() -> Parser:
+def build_parser(command: str | None = None) -> Parser:
+    """The `fpt` parser. Given the `command` that runs, only its settings options are generated: the other commands'
+    modules (FastAPI, scipy) are not imported."""
     parser = Parser(
         prog="fpt",
         description="Frozen Pretrained Transformers: train a frozen pretrained transformer "
@@ -330,7 +342,7 @@ def build_parser() -> Parser:
         help="continue the killed run in --out DIR from its last checkpoint (same numbers as an unbroken run); "
         "with no config options, the checkpoint's config is used, else it must match",
     )
-    add_config_options(p)
+    add_options(p, TrainConfig, "training config (also settable in --config FILE.yaml)", switches=False)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("list", help="list the registered tasks, backbones or models")
@@ -354,33 +366,27 @@ def build_parser() -> Parser:
     p.add_argument("--inputs", metavar="FILE.json", help='predict {"inputs": [...]} (as POST .../predict) to stdout')
     p.set_defaults(func=cmd_load)
 
+    for name, add in (("serve", add_serve_parser), ("sweep", add_sweep_parser), ("report", add_report_parser),
+                      ("bench", add_bench_parser)):  # fmt: skip
+        add(sub, command in (None, name))
+    return parser
+
+
+def add_serve_parser(sub, options: bool) -> None:
     p = sub.add_parser(
         "serve",
         help="serve task patches over HTTP from one shared frozen backbone",
         description="Load the backbone once and every patch onto it; requests for different tasks are batched into "
         "shared forward passes. API: GET /v1/tasks, POST /v1/tasks/NAME/predict, GET /healthz, docs at /docs.",
     )
-    p.add_argument("--patch", action="append", metavar="[NAME=]FILE", help="a task patch (repeat); NAME defaults to "
-                   "the file name without .fpt.safetensors")  # fmt: skip
-    p.add_argument("--backbone", help="backbone name (default: the patches')")
-    p.add_argument("--backbone-path", metavar="DIR", help="backbone folder (default: the first patch's)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--batching", choices=["cross-task", "per-task"], default="cross-task",
-                   help="one forward pass for all tasks' requests (default), or one per task")  # fmt: skip
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a request waits for a batch (default 2)")
-    p.add_argument("--max-batch-rows", type=int, default=64, help="examples per forward pass (default 64)")
-    p.add_argument("--max-examples", type=int, default=256, help="examples per request (default 256)")
-    p.add_argument("--max-body-mb", type=float, default=4.0, help="largest predict request body (default 4 MiB)")
-    p.add_argument("--allow-upload", action="store_true", help="enable POST /v1/tasks (token: $FPT_SERVE_TOKEN)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    if options:
+        from fpt.shipping.serve import ServeSettings
+
+        add_options(p, ServeSettings)
     p.set_defaults(func=cmd_serve)
-    add_sweep_commands(sub)
-    add_bench_parser(sub)
-    return parser
 
 
-def add_sweep_commands(sub) -> None:
+def add_sweep_parser(sub, options: bool) -> None:
     p = sub.add_parser(
         "sweep",
         help="run a grid of runs from a sweep file; resumable, results appended to one JSONL file",
@@ -389,16 +395,15 @@ def add_sweep_commands(sub) -> None:
         "its checkpoint, so a killed sweep continues when the same command runs again.",
     )
     p.add_argument("config", metavar="SWEEP.yaml", help="the sweep file (see configs/offline-suite.yaml)")
-    p.add_argument("--results", metavar="FILE.jsonl", help="results file (default runs/<sweep name>.jsonl)")
-    p.add_argument("--runs-dir", metavar="DIR", help="run folders (default: the results path without .jsonl)")
-    p.add_argument("--workers", type=int, default=1, help="runs in parallel (processes, or Ray tasks); default 1")
-    p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray")
-    p.add_argument("--ray-address", metavar="ADDRESS", help="a running Ray cluster (default: start Ray locally)")
-    p.add_argument("--retry-failed", action="store_true", help="run failed runs again (else they count as finished)")
+    if options:
+        from fpt.experiments.sweep import SweepOptions
+
+        add_options(p, SweepOptions)
     p.add_argument("--dry-run", action="store_true", help="list the runs (id, done/todo, labels) and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bar; one line per finished run")
     p.set_defaults(func=cmd_sweep)
 
+
+def add_report_parser(sub, options: bool) -> None:
     p = sub.add_parser(
         "report",
         help="render tables and plots from sweep results into DIR/report.md",
@@ -411,18 +416,37 @@ def add_sweep_commands(sub) -> None:
         metavar="RESULTS",
         help="results JSONL files of fpt sweep, result.json files or run folders",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="where report.md and the PNGs go")
-    p.add_argument("--runs-dir", metavar="DIR", help="run folders (default: the first results path without .jsonl)")
-    p.add_argument("--no-attention", action="store_true", help="skip the attention-map figure")
-    p.add_argument("--attention-backbone", metavar="NAME", help="backbone of the attention maps when no trained "
-                   "bit-memory run is found (default: the sweep's, else minilm)")  # fmt: skip
-    p.add_argument("--attention-backbone-path", metavar="DIR", help="its folder, for backbones read from a folder")
+    if options:
+        from fpt.experiments.report import ReportOptions
+
+        add_options(p, ReportOptions)
     p.set_defaults(func=cmd_report)
 
 
+def add_bench_parser(sub, options: bool) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time fpt's FPT step against a plain transformers reference, full fine-tuning, the reservoir and "
+        "inference, side by side",
+        description="Measure, in one run on the same backbone, shapes and batch: fpt's FPT training step, the "
+        "straightforward transformers reference, full fine-tuning, output-only training on cached features and "
+        "inference: step time (median of interleaved repeats), samples/s, tokens/s, peak memory, counted FLOPs and "
+        "MFU against a dense matmul timed in the same run; then the ratios and targets.",
+    )
+    if options:
+        from fpt.performance.bench import BenchSettings
+
+        add_options(p, BenchSettings)
+    p.add_argument("--json", metavar="FILE", help="also write the full record (settings, environment, load) here")
+    p.add_argument("--render", metavar="FILE", help="print BENCHMARKS.md (markdown) from a --json record and exit")
+    p.set_defaults(func=cmd_bench)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), "")  # the top-level parser has no options but -h
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(command).parse_args(argv)
         return args.func(args)
     except FPTError as err:
         print(f"fpt: error: {err}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,26 +133,83 @@ def identity(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """A pydantic error as one line: 'lr: Input should be greater than 0 (got -1)'."""
-    parts = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "config"
+MAX_ERRORS = 3  # locations a one-line error message names; the rest are counted
+
+
+def unknown_key(keys: Sequence[str], allowed: Iterable[str], kind: str = "config") -> str:
+    """ "unknown config key 'x'; allowed keys: a, b" (without the list when `allowed` is empty)."""
+    allowed = ", ".join(allowed)
+    named = f"key{'s' if len(keys) > 1 else ''} {', '.join(map(repr, keys))}"
+    return f"unknown {kind} {named}" + (f"; allowed keys: {allowed}" if allowed else "")
+
+
+UNION_TAGS = {"str", "int", "float", "bool", "bytes", "none", "list", "dict"}  # and any tag holding "[": list[int]
+
+
+def error_location(loc: Sequence[int | str], names: Mapping[str, str] | None = None) -> str:
+    """('tasks', 'xor', 'lr') → 'tasks.xor.lr', ('inputs', 0, 2) → 'inputs[0][2]'; the tags pydantic adds for a
+    union's branches ('lr', 'float'), ('inputs', 'list[int]') are dropped, and `names` renames the top-level key (a
+    field → its --option)."""
+    parts = [p for i, p in enumerate(loc) if not (i and isinstance(p, str) and ("[" in p or p in UNION_TAGS))]
+    if names and parts and str(parts[0]) in names:
+        parts[0] = names[str(parts[0])]
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+def nested_model(model: type[BaseModel] | None, loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model whose keys `loc` (the location of an unknown key) names, following nested model fields."""
+    for part in loc:
+        info = model.model_fields.get(str(part)) if model else None
+        annotation = info.annotation if info else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def format_validation_error(
+    err: ValidationError | Iterable[Mapping[str, Any]],
+    model: type[BaseModel] | None = None,
+    kind: str = "config",
+    names: Mapping[str, str] | None = None,
+) -> str:
+    """A pydantic error (or the error list of one, as FastAPI's) as one line: 'lr: Input should be greater than 0
+    (got -1)'. An unknown key lists `model`'s keys ("unknown config key 'x'; allowed keys: ..."); `kind` names what
+    was validated; `names` renames top-level keys (a settings field → its command-line option)."""
+    errors = list(err.errors() if isinstance(err, ValidationError) else err)
+    for e in errors:
+        if e["type"] == "json_invalid":
+            return f"malformed JSON: {e.get('ctx', {}).get('error', e['msg'])}"
+    lines: list[tuple[str, list[str], str]] = []  # (location, its messages, what it got)
+    at: dict[str, list[str]] = {}  # location → its messages, joined with "or" (a union's branches)
+    unknown: dict[tuple, list[str]] = {}  # location of a mapping → its unknown keys
+    for e in errors:
+        loc = tuple(e["loc"])
         if e["type"] == "extra_forbidden":
-            parts.append(f"unknown config key {where!r}; allowed keys: {', '.join(TrainConfig.model_fields)}")
-        elif e["type"] == "literal_error":
-            parts.append(f"{where}: {e['msg']} (got {e['input']!r})")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"{where}: {msg}" + ("" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"))
-    return "; ".join(parts)
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+            continue
+        where, got = error_location(loc, names) or kind, e.get("input")
+        if where not in at:
+            shown = "" if isinstance(got, dict) or e["type"] == "missing" else repr(got)
+            at[where] = []
+            lines.append((where, at[where], shown if len(shown) <= 80 else shown[:77] + "..."))
+        if e["msg"].removeprefix("Value error, ") not in at[where]:
+            at[where].append(e["msg"].removeprefix("Value error, "))
+    for loc, keys in unknown.items():
+        owner = nested_model(model, loc)
+        allowed = owner.model_fields if owner else ()
+        lines.insert(0, (error_location(loc, names), [unknown_key(keys, allowed, kind)], ""))
+    text = [
+        (f"{where}: " if where else "") + " or ".join(messages) + (f" (got {got})" if got else "")
+        for where, messages, got in lines
+    ]
+    more = len(text) - MAX_ERRORS
+    return "; ".join(text[:MAX_ERRORS]) + (f"; and {more} more" if more > 0 else "")
 
 
 def make_config(values: dict[str, Any]) -> TrainConfig:
     try:
         return TrainConfig(**values)
     except ValidationError as err:
-        raise FPTError(format_validation_error(err)) from None
+        raise FPTError(format_validation_error(err, TrainConfig)) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

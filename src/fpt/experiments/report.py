@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from fpt.errors import FPTError
 from fpt.experiments.settings import CONVERGED, Record, Setting, cell, select, steps_to_converge, welch
 from fpt.freeze import PAPER_GROUPS
@@ -206,14 +208,43 @@ def environment_lines(records: list[Record]) -> list[str]:
 # ---- the report ---------------------------------------------------------------------------------------------------
 
 
-def write_report(
-    paths: list[Path],
-    out: Path,
-    runs_dir: str | Path | None = None,
-    attention: bool = True,
-    attention_backbone: str | None = None,
-    attention_backbone_path: str | None = None,
-) -> Path:
+class ReportOptions(BaseModel):
+    """Where `fpt report` writes and what it draws: the options of `fpt report` (named options, not settings: a
+    setting here is a task × model of the results)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    out: Path = Field(description="where report.md and the PNGs go", json_schema_extra={"metavar": "DIR"})
+    runs_dir: Path | None = Field(
+        None,
+        description="run folders (default: the first results path without .jsonl)",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    attention: bool = Field(True, description="the attention-map figure")
+    attention_backbone: str | None = Field(
+        None,
+        description="backbone of the attention maps when no trained bit-memory run is found (default: the sweep's, "
+        "else minilm)",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    attention_backbone_path: str | None = Field(
+        None, description="its folder, for backbones read from a folder", json_schema_extra={"metavar": "DIR"}
+    )
+
+    @field_validator("attention_backbone")
+    @classmethod
+    def _registered(cls, name: str | None) -> str | None:
+        from fpt.registry import BACKBONES
+
+        if name is not None:
+            try:
+                BACKBONES.resolve(name)
+            except FPTError as err:
+                raise ValueError(str(err)) from None
+        return name
+
+
+def write_report(paths: list[Path], options: ReportOptions) -> Path:
     """Render OUT/report.md and its PNG plots from the results files `paths`; returns the report's path."""
     from fpt.experiments import plots
     from fpt.experiments.sweep import default_runs_dir
@@ -221,8 +252,9 @@ def write_report(
     records = normalise(load_results(paths))
     if not records:
         raise FPTError(f"no records in {', '.join(map(str, paths))}")
+    out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir(paths[0])
+    runs_dir = options.runs_dir or default_runs_dir(paths[0])
     settings = select(records)
     sweeps = sorted({str(r.get("sweep")) for r in records if r.get("sweep")})
     failed = [r for r in records if r["status"] != "ok"]
@@ -281,11 +313,11 @@ def write_report(
     plots.learning_curves(settings, out / "learning_curves.png")
     plots.accuracy_vs_params(settings, out / "accuracy_vs_params.png")
     md += ["![learning curves](learning_curves.png)", "", "![accuracy vs trained parameters](accuracy_vs_params.png)"]
-    if attention:
+    if options.attention:
         try:
             caption = plots.attention_maps(
-                records, settings, runs_dir, out / "attention_bit_memory.png", attention_backbone,
-                attention_backbone_path,
+                records, settings, runs_dir, out / "attention_bit_memory.png", options.attention_backbone,
+                options.attention_backbone_path,
             )  # fmt: skip
             md += ["", "![attention maps](attention_bit_memory.png)", "", caption]
         except FPTError as err:

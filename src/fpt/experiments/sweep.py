@@ -42,12 +42,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
-from fpt.config import TrainConfig, format_validation_error, identity, read_yaml
+from fpt.config import TrainConfig, format_validation_error, identity, read_yaml, unknown_key
 from fpt.errors import FPTError
 
 Record = dict[str, Any]
@@ -67,6 +67,33 @@ class SweepConfig(BaseModel):
     )
     lr: float | list[float] | None = Field(None, description="learning rate(s), shorthand for base.lr")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of every setting")
+
+
+class SweepOptions(BaseModel):
+    """How and where `fpt sweep` runs a sweep: the options of `fpt sweep` (named options, not settings: a setting here
+    is a task × model of the grid). None of them changes a run's numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    results: Path | None = Field(
+        None, description="results file (default runs/<sweep name>.jsonl)", json_schema_extra={"metavar": "FILE.jsonl"}
+    )
+    runs_dir: Path | None = Field(
+        None, description="run folders (default: the results path without .jsonl)", json_schema_extra={"metavar": "DIR"}
+    )
+    workers: int = Field(1, ge=1, description="runs in parallel (processes, or Ray tasks)")
+    backend: Literal["local", "ray"] = Field("local", description="local processes or Ray")
+    ray_address: str | None = Field(
+        None, description="a running Ray cluster (default: start Ray locally)", json_schema_extra={"metavar": "ADDRESS"}
+    )
+    retry_failed: bool = Field(False, description="run failed runs again (else they count as finished)")
+    quiet: bool = Field(False, description="no progress bar; one line per finished run")
+
+    def results_file(self, sweep: SweepConfig) -> Path:
+        return self.results if self.results is not None else Path("runs") / f"{sweep.name}.jsonl"
+
+    def runs_folder(self, sweep: SweepConfig) -> Path:
+        return self.runs_dir if self.runs_dir is not None else default_runs_dir(self.results_file(sweep))
 
 
 @dataclass(frozen=True)
@@ -106,14 +133,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
     try:
         return SweepConfig(**data)
     except ValidationError as err:
-        parts = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "sweep"
-            if e["type"] == "extra_forbidden":
-                parts.append(f"unknown sweep key {where!r}; allowed keys: {', '.join(SweepConfig.model_fields)}")
-            else:
-                parts.append(f"{where}: {e['msg']}")
-        raise FPTError(f"{path}: {'; '.join(parts)}") from None
+        raise FPTError(f"{path}: {format_validation_error(err, SweepConfig, 'sweep')}") from None
 
 
 def check_entry(where: str, entry: Any) -> None:
@@ -121,9 +141,7 @@ def check_entry(where: str, entry: Any) -> None:
         raise FPTError(f"{where}: expected a mapping of config keys, got {type(entry).__name__}")
     unknown = [k for k in entry if k not in TrainConfig.model_fields]
     if unknown:
-        raise FPTError(
-            f"{where}: unknown config key {unknown[0]!r}; allowed keys: {', '.join(TrainConfig.model_fields)}"
-        )
+        raise FPTError(f"{where}: {unknown_key(unknown, TrainConfig.model_fields)}")
     if "seed" in entry:
         raise FPTError(f"{where}: seed is set by the sweep's seeds list, not per entry")
     empty = [k for k, v in entry.items() if isinstance(v, list) and not v]
@@ -161,7 +179,7 @@ def expand(sweep: SweepConfig, where: str = "sweep") -> list[Run]:
                 cfg = TrainConfig(**{**merged, **point, "seed": seed})
                 TASKS.resolve(cfg.task), MODELS.resolve(cfg.model), BACKBONES.resolve(cfg.backbone)
             except ValidationError as err:
-                raise FPTError(f"{here}: {format_validation_error(err)}") from None
+                raise FPTError(f"{here}: {format_validation_error(err, TrainConfig)}") from None
             except FPTError as err:
                 raise FPTError(f"{here}: {err}") from None
             axes = {k: getattr(cfg, k) for k in axis_keys if k != "lr"}
@@ -371,41 +389,29 @@ def describe(record: Record) -> str:
 
 
 def run_sweep(
-    sweep: SweepConfig,
-    results: str | Path,
-    runs_dir: str | Path | None = None,
-    workers: int = 1,
-    backend: str = "local",
-    ray_address: str | None = None,
-    retry_failed: bool = False,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
+    sweep: SweepConfig, options: SweepOptions | None = None, log: Callable[[str], None] | None = None
 ) -> list[Record]:
-    """Run every unfinished run of `sweep`, appending each record to `results` as it finishes; returns the records
-    of the sweep's runs (latest per id). `runs_dir` defaults to the results path without its suffix."""
-    if workers < 1:
-        raise FPTError(f"--workers must be at least 1, got {workers}")
-    if backend not in ("local", "ray"):
-        raise FPTError(f"unknown backend {backend!r}; choose local or ray")
-    results = Path(results)
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(results)
+    """Run every unfinished run of `sweep`, appending each record to the results file as it finishes; returns the
+    records of the sweep's runs (latest per id)."""
+    options = options or SweepOptions()
+    results, runs_dir, workers = options.results_file(sweep), options.runs_folder(sweep), options.workers
     runs = expand(sweep)
-    done = finished_ids(read_records(results), retry_failed)
+    done = finished_ids(read_records(results), options.retry_failed)
     todo = [r for r in runs if r.run_id not in done]
     bar = tqdm(
         total=len(runs),
         initial=len(runs) - len(todo),
         desc=sweep.name,
         unit="run",
-        disable=quiet,
+        disable=options.quiet,
         dynamic_ncols=True,
         file=sys.stderr,
     )
     say = log or (lambda line: bar.write(line, file=sys.stderr))
     say(f"{sweep.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run → {results}")
     started = time.perf_counter()
-    if backend == "ray":
-        records = run_ray(todo, runs_dir, sweep.name, workers, ray_address)
+    if options.backend == "ray":
+        records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
     else:
         records = run_local(todo, runs_dir, sweep.name, workers)
     try:
@@ -432,16 +438,17 @@ def default_runs_dir(results: Path) -> Path:
     return results.with_suffix("")
 
 
-def dry_run(sweep: SweepConfig, results: str | Path, retry_failed: bool = False) -> str:
+def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
     """The runs of `sweep` (id, done or to do, labels, lr, seed) and their count, as text."""
+    options = options or SweepOptions()
     runs = expand(sweep)
-    latest = {r["run_id"]: r for r in latest_records(read_records(results))}
+    latest = {r["run_id"]: r for r in latest_records(read_records(options.results_file(sweep)))}
     lines = []
     todo = 0
     for run in runs:
         record = latest.get(run.run_id)
         status = "todo" if record is None else "done" if record.get("status") == "ok" else "failed"
-        if status == "todo" or (status == "failed" and retry_failed):
+        if status == "todo" or (status == "failed" and options.retry_failed):
             todo += 1
         lines.append(
             f"{run.run_id}  {status:6}  {run.task_label}  {run.setting}  lr {run.config.lr:g}  seed {run.config.seed}"

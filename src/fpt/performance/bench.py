@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from statistics import median
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -93,6 +94,52 @@ def parse_shape(text: str) -> Shape:
     if not name or batch <= 0 or tokens <= 0:
         raise FPTError(f"--shape {text!r}: expected a name and positive batch and token counts")
     return Shape(name, batch, tokens)
+
+
+class BenchSettings(BaseModel):
+    """What `fpt bench` measures and how (the options of `fpt bench`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str = Field("minilm", description="backbone name")
+    backbone_path: str | None = Field(
+        None, description="local folder for hub backbones", json_schema_extra={"metavar": "DIR"}
+    )
+    shapes: list[Shape] | None = Field(
+        None,
+        description="a shape (repeat); names starting bit-memory use that task's token layout, others a 1-feature, "
+        "10-class layout; default: bit-memory=32x120 and long=8x512 on a CPU (GPU: 256x120, 32x512; long = 1024 "
+        "tokens or the backbone's position limit)",
+        json_schema_extra={"flag": "--shape", "metavar": "NAME=BATCHxTOKENS"},
+    )
+    rows: str = Field(",".join(ROWS), description="comma list of rows")
+    repeats: int | None = Field(None, gt=0, description="timed repeats per row (default 5 on a CPU, 20 on a GPU)")
+    warmup: int = Field(2, ge=0, description="untimed steps per row first")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="fp32, or bf16 autocast; auto: bf16 on a GPU, fp32 on a CPU"
+    )
+    compile: bool = Field(False, description="torch.compile fpt's rows (not the reference)")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch")
+    seed: int = Field(0, ge=0, description="seed for the models' initialisation and the batch")
+
+    @field_validator("shapes", mode="before")
+    @classmethod
+    def _parse_shapes(cls, shapes: Any) -> Any:
+        shapes = [shapes] if isinstance(shapes, str) else shapes
+        try:
+            return [parse_shape(s) if isinstance(s, str) else s for s in shapes] if shapes is not None else None
+        except FPTError as err:  # "--shape 'x': expected ..." → "expected ..." (the error names the option)
+            raise ValueError(str(err).partition(": ")[2]) from None
+
+    @field_validator("rows")
+    @classmethod
+    def _known_rows(cls, rows: str) -> str:
+        names = [r.strip() for r in rows.split(",") if r.strip()]
+        unknown = [r for r in names if r not in ROWS]
+        if unknown or not names:
+            raise ValueError(f"unknown bench row {unknown[0] if unknown else ''!r}; choose from {', '.join(ROWS)}")
+        return ",".join(r for r in ROWS if r in names)
 
 
 def default_shapes(device: torch.device, max_positions: int | None) -> list[Shape]:
@@ -462,36 +509,21 @@ def check_targets(shapes: list[dict[str, Any]], device: torch.device) -> list[di
     return out
 
 
-def run_bench(
-    backbone: str = "minilm",
-    backbone_path: str | None = None,
-    shapes: list[Shape] | None = None,
-    rows: Iterable[str] = ROWS,
-    repeats: int | None = None,
-    warmup: int = 2,
-    device: str = "auto",
-    dtype: str = "auto",
-    compile: bool = False,
-    threads: int | None = None,
-    seed: int = 0,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Run the benchmark and return its record (what `fpt bench --json` writes)."""
-    names = [r for r in ROWS if r in set(rows)]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown or not names:
-        raise FPTError(f"unknown bench row {unknown[0] if unknown else ''!r}; choose from {', '.join(ROWS)}")
-    if threads:
-        torch.set_num_threads(threads)
+def run_bench(settings: BenchSettings | None = None, command: str | None = None) -> dict[str, Any]:
+    """Run the benchmark and return its record (what `fpt bench --json` writes); `command` is recorded as the
+    command line that ran it."""
+    settings = settings or BenchSettings()
+    names, shapes, warmup, seed = settings.rows.split(","), settings.shapes, settings.warmup, settings.seed
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     deterministic()  # as fpt train runs
-    dev = resolve_device(device)
-    precision = {"auto": "bf16" if dev.type == "cuda" else "fp32", "fp32": "fp32", "bf16": "bf16"}.get(dtype)
-    if precision is None:
-        raise FPTError(f"--dtype {dtype!r}: choose auto, fp32 or bf16")
-    repeats = repeats or (20 if dev.type == "cuda" else 5)
+    dev = resolve_device(settings.device)
+    precision = "bf16" if settings.dtype == "bf16" or (settings.dtype == "auto" and dev.type == "cuda") else "fp32"
+    repeats = settings.repeats or (20 if dev.type == "cuda" else 5)
     cfg = make_config(
-        {"backbone": backbone, "backbone_path": backbone_path, "precision": precision, "compile": compile, "seed": seed}
-    )
+        {"backbone": settings.backbone, "backbone_path": settings.backbone_path, "precision": precision,
+         "compile": settings.compile, "seed": seed}
+    )  # fmt: skip
     if shapes is None:
         probe = build_model(cfg, Shape("bit-memory", 1, 1).spec())
         shapes = default_shapes(dev, probe.backbone.max_positions)
@@ -506,11 +538,11 @@ def run_bench(
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "cpu_time": cpu_shares(ticks_before, cpu_ticks()),  # busy and stolen shares of the machine over the run
         "settings": {
-            "backbone": backbone,
-            "backbone_path": backbone_path,
+            "backbone": settings.backbone,
+            "backbone_path": settings.backbone_path,
             "device": str(dev),
             "precision": precision,
-            "compile": compile,
+            "compile": settings.compile,
             "threads": torch.get_num_threads(),
             "repeats": repeats,
             "warmup": warmup,

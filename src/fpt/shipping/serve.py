@@ -28,9 +28,10 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from fpt.backbones import Backbone, get_backbone
+from fpt.config import format_validation_error
 from fpt.errors import FPTError
 from fpt.shipping.multitask import SharedCore, build_core, check_examples
 from fpt.shipping.patch import PATCH_SUFFIX, Patch, parse_patch, read_patch
@@ -62,16 +63,59 @@ class PredictResponse(BaseModel):
     logits: list[list[list[float]]] | None = None
 
 
-@dataclass
-class Settings:
-    batching: Batching = "cross-task"
-    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
-    max_batch_rows: int = 64  # examples in one forward pass (a request is never split)
-    max_examples: int = 256  # examples in one request
-    max_body_bytes: int = 4 << 20  # a predict request's JSON
-    allow_upload: bool = False
-    upload_token: str | None = None
-    max_upload_bytes: int = 64 << 20  # a patch uploaded to POST /v1/tasks
+class ServeSettings(BaseModel):
+    """What `fpt serve` serves and how (the options of `fpt serve`); create_app reads the batching and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patches: list[str] = Field(
+        default_factory=list,
+        description="a task patch (repeat); NAME defaults to the file name without .fpt.safetensors",
+        json_schema_extra={"flag": "--patch", "metavar": "[NAME=]FILE"},
+    )
+    backbone: str | None = Field(None, description="backbone name (default: the patches')")
+    backbone_path: str | None = Field(
+        None, description="backbone folder (default: the first patch's)", json_schema_extra={"metavar": "DIR"}
+    )
+    host: str = Field("127.0.0.1", description="address to listen on; 127.0.0.1 is this machine only")
+    port: int = Field(8000, ge=0, le=65535, description="port")
+    batching: Batching = Field("cross-task", description="one forward pass for all tasks' requests, or one per task")
+    max_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for company")
+    max_batch_rows: int = Field(64, gt=0, description="examples per forward pass (a request is never split)")
+    max_examples: int = Field(256, gt=0, description="examples per request")
+    max_body_mb: float = Field(4.0, gt=0, description="largest predict request body, in MiB")
+    max_upload_mb: float = Field(64.0, gt=0, description="largest patch uploaded to POST /v1/tasks, in MiB")
+    allow_upload: bool = Field(False, description=f"enable POST /v1/tasks (token: ${UPLOAD_TOKEN_ENV})")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch")
+    upload_token: str | None = Field(
+        None,
+        repr=False,
+        exclude=True,
+        description=f"the bearer token of POST /v1/tasks; fpt serve reads it from ${UPLOAD_TOKEN_ENV}",
+        json_schema_extra={"cli": False},  # a secret on the command line would show in ps
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_in_bytes(cls, values: Any) -> Any:
+        """max_body_bytes / max_upload_bytes (the unit the server counts in) set the MiB limits too."""
+        if isinstance(values, dict) and {"max_body_bytes", "max_upload_bytes"} & set(values):
+            values = dict(values)
+            for what in ("body", "upload"):
+                if f"max_{what}_bytes" in values:
+                    values[f"max_{what}_mb"] = values.pop(f"max_{what}_bytes") / 2**20
+        return values
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+Settings = ServeSettings  # the name scripts/loadtest.py and the tests import
 
 
 @dataclass
@@ -87,7 +131,7 @@ class Batcher:
     them through the core on one worker thread, all tasks together or one task at a time."""
 
     core: SharedCore
-    settings: Settings
+    settings: ServeSettings
     queue: asyncio.Queue | None = None  # made by run(), in the server's event loop
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="fpt-core"))
     stats: dict[str, int] = field(default_factory=lambda: {"forward_passes": 0, "rows": 0, "requests": 0})
@@ -152,29 +196,21 @@ def error(status: int, message: str) -> JSONResponse:
 def describe_validation(exc: RequestValidationError, input_kind: str | None = None) -> str:
     """FastAPI's validation errors as one line. Of the two example forms (features: lists of floats; tokens: lists of
     ints), only the errors against the task's own form are reported when the task is known."""
-    parts: dict[str, list[str]] = {}
-    errors = exc.errors()
+    errors = [{**e, "loc": tuple(e["loc"])} for e in exc.errors()]
     for e in errors:
-        if e.get("type") == "json_invalid":
-            return f"malformed JSON: {e.get('ctx', {}).get('error', e.get('msg'))}"
+        e["loc"] = e["loc"][1:] if e["loc"][:1] == ("body",) else e["loc"]  # where FastAPI found it, not a key
     branch = {"features": "float", "tokens": "int]"}.get(input_kind or "")
-    if branch and any(branch in str(p) for e in errors for p in e.get("loc", ())):
+    if branch and any(branch in str(p) for e in errors for p in e["loc"]):
         errors = [
             e for e in errors if not any("[" in str(p) for p in e["loc"]) or any(branch in str(p) for p in e["loc"])
         ]
-    for e in errors:
-        loc = [str(p) for p in e.get("loc", ()) if p != "body" and "[" not in str(p)]  # drop union branch names
-        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "body"
-        parts.setdefault(where, [])
-        if e["msg"] not in parts[where]:
-            parts[where].append(e["msg"])
-    return "; ".join(f"{where}: {' or '.join(msgs)}" for where, msgs in list(parts.items())[:3])
+    return format_validation_error(errors, PredictRequest, kind="request body")
 
 
 class BodyLimit:
     """ASGI middleware: refuse bodies over the limit (413) by Content-Length, or as they stream in."""
 
-    def __init__(self, app, settings: Settings) -> None:
+    def __init__(self, app, settings: ServeSettings) -> None:
         self.app, self.settings = app, settings
 
     async def __call__(self, scope, receive, send) -> None:
@@ -199,9 +235,9 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-def create_app(core: SharedCore, settings: Settings | None = None) -> FastAPI:
+def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastAPI:
     """The HTTP API over a shared core that already holds its tasks."""
-    settings = settings or Settings()
+    settings = settings or ServeSettings()
     batcher = Batcher(core, settings)
     started = time.time()
 
@@ -345,32 +381,26 @@ def build(
     return core, lines
 
 
-def serve(
-    patch_args: list[str],
-    backbone: str | None = None,
-    backbone_path: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    settings: Settings | None = None,
-    threads: int | None = None,
-) -> None:
+def serve(settings: ServeSettings) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    settings = settings or Settings()
-    if threads:
-        torch.set_num_threads(threads)
+    if not settings.patches and not settings.allow_upload:
+        raise FPTError("give at least one --patch FILE (or --allow-upload to add tasks at run time)")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     if settings.allow_upload:
-        settings.upload_token = os.environ.get(UPLOAD_TOKEN_ENV) or None
-        if not settings.upload_token:
+        token = os.environ.get(UPLOAD_TOKEN_ENV) or None
+        if not token:
             raise FPTError(f"--allow-upload needs a token in the environment variable {UPLOAD_TOKEN_ENV}")
-    core, lines = build(patch_args, backbone, backbone_path)
+        settings = settings.model_copy(update={"upload_token": token})
+    core, lines = build(settings.patches, settings.backbone, settings.backbone_path)
     memory = core.memory()
     print(
         f"fpt serve: backbone {core.backbone.name} ({core.backbone.source}), {memory['backbone_bytes'] / 2**20:,.1f} "
         f"MiB; {len(core.tasks)} task(s), {memory['tasks_bytes'] / 2**10:,.1f} KiB; batching {settings.batching}\n"
         + "\n".join(lines)
-        + f"\nhttp://{host}:{port}/v1/tasks (API docs: /docs, /openapi.json)",
+        + f"\nhttp://{settings.host}:{settings.port}/v1/tasks (API docs: /docs, /openapi.json)",
         flush=True,
     )
-    uvicorn.run(create_app(core, settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(core, settings), host=settings.host, port=settings.port, log_level="warning")
