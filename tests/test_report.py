@@ -34,6 +34,7 @@ def record(task, label, lr, seed, val, test, model="fpt", init="pretrained", gro
         "lr": lr,
         "val_accuracy": val,
         "test_accuracy": test,
+        "stopped_early": True,  # ended on a validation plateau
         "trainable_params": 1000 if model == "fpt" else 50_000,
         "curve": [
             {"step": 50, "val_accuracy": val / 2},
@@ -166,7 +167,9 @@ def test_report_from_a_real_sweep_with_attention_maps(tiny_bert_dir, tmp_path, c
     report = (out / "report.md").read_text()
     table1 = report.split("## Table 1")[1].split("##")[0]
     rows = [line for line in table1.splitlines() if line.startswith("| fpt") or line.startswith("| linear")]
-    assert len(rows) == 3 and all(line.count("(n=2)") == 2 and line.count(" ± ") == 2 for line in rows)
+    assert len(rows) == 3 and all(
+        line.count("(n=2, 2 at cap)") == 2 and line.count(" ± ") == 2 for line in rows
+    )  # tiny step budgets
     assert "through the trained input layer, layer norms and positions of run" in report
     for png in ("learning_curves.png", "accuracy_vs_params.png", "attention_bit_memory.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC) and f"({png})" in report
@@ -189,3 +192,13 @@ def test_report_reads_plain_result_folders(tiny_cfg, tmp_path):
     report = write_report([tmp_path / "runs"], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
     assert "| fpt bert/pretrained | " in report and "| fpt bert/random | " in report
     assert "(n=1, no CI)" in report and "n=1: no interval" in report
+
+
+def test_cells_mark_seeds_that_ran_to_their_step_cap():
+    """A run that used its whole step budget is not shown to have converged: its cell says how many seeds did."""
+    runs = [record("xor", "fpt", 1e-3, seed, val=0.9, test=0.9) for seed in range(3)]
+    runs[1]["stopped_early"] = False
+    (setting,) = select(runs)
+    assert setting.capped == 1 and setting.cell().endswith("(n=3, 1 at cap)")
+    runs[1]["stopped_early"] = True
+    assert select(runs)[0].cell() == cell([0.9] * 3)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fpt.errors import FPTError
 from fpt.experiments.settings import CONVERGED, Record, Setting, cell, select, steps_to_converge, welch
 from fpt.freeze import PAPER_GROUPS
+from fpt.version import __version__
 
 # ---- reading -------------------------------------------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ def environment_lines(records: list[Record]) -> list[str]:
     for r in records:
         env = r.get("environment") or {}
         for name, version in (env.get("versions") or {}).items():
-            counts[name][str(version)] += 1
+            counts[name]["not recorded" if version is None else str(version)] += 1
         hw = env.get("hardware") or {}
         counts["hardware"][f"{hw.get('cpu')} ({hw.get('cpu_count')} cores), {hw.get('device')}"
                            + (f" {hw['gpu']}" if hw.get("gpu") else "")] += 1  # fmt: skip
@@ -269,7 +270,10 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
         "validation split by the mean best-validation accuracy over seeds (an lr with a failed seed ranks below any "
         "lr without one; ties go to the smaller lr), and only that lr's test numbers are reported. Test accuracy is "
         "measured once per run, on its best-on-validation weights. Cells: mean over seeds ± half-width of the 95% "
-        "t-interval (t quantile with n − 1 degrees of freedom × sd / √n), with n seeds; accuracy in %.",
+        "t-interval (t quantile with n − 1 degrees of freedom × sd / √n), with n seeds; accuracy in %. "
+        "*k at cap*: k of those seeds ran to their step cap instead of stopping on a validation plateau (early "
+        "stopping after `patience` validations without a better accuracy); their numbers are limited by the "
+        "budget, not shown to be converged.",
         "",
         "## Answers",
         "",
@@ -327,7 +331,8 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
         "## Environment the numbers came from",
         "",
         *environment_lines(records),
-        f"- report rendered {datetime.now(UTC).isoformat(timespec='seconds')} with Python {platform.python_version()}",
+        f"- report rendered {datetime.now(UTC).isoformat(timespec='seconds')} with fpt {__version__}, Python "
+        f"{platform.python_version()}",
         "",
     ]
     path = out / "report.md"

@@ -47,9 +47,10 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float | None]:
     return diff, half_width(interval)
 
 
-def cell(values: list[float], scale: float = 100.0, digits: int = 1, failed: int = 0) -> str:
-    """'97.1 ± 1.2 (n=3)', '97.1 (n=1, no CI)'; failed seeds are named: '(n=2, 1 failed)'."""
-    note = f", {failed} failed" if failed else ""
+def cell(values: list[float], scale: float = 100.0, digits: int = 1, failed: int = 0, capped: int = 0) -> str:
+    """'97.1 ± 1.2 (n=3)', '97.1 (n=1, no CI)'; failed seeds are named: '(n=2, 1 failed)', and seeds that stopped at
+    their step cap instead of a validation plateau: '(n=3, 2 at cap)'."""
+    note = (f", {failed} failed" if failed else "") + (f", {capped} at cap" if capped else "")
     if not values:
         return f"failed (n=0{note})" if failed else "–"
     m, half = mean_ci([scale * v for v in values])
@@ -97,8 +98,19 @@ class Setting:
     def values(self, metric: str) -> list[float]:
         return [r[metric] for r in self.ok]
 
+    @property
+    def capped(self) -> int:
+        """Seeds (of the chosen lr) that ran to their step cap: not shown to have converged."""
+        return sum(not plateaued(r) for r in self.ok)
+
     def cell(self, metric: str = "test_accuracy") -> str:
-        return cell(self.values(metric), failed=self.failed)
+        return cell(self.values(metric), failed=self.failed, capped=self.capped)
+
+
+def plateaued(record: Record) -> bool:
+    """Whether the run ended on a validation plateau: early stopping ended it (`patience` validations without a better
+    val accuracy) before its step cap. A run that used its whole budget may still have been improving."""
+    return bool(record.get("stopped_early"))
 
 
 def lr_rank(runs: list[Record]) -> tuple[int, float]:
