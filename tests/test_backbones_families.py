@@ -275,3 +275,27 @@ def test_smollm2_defaults_train_without_nan_on_every_shipped_task():
         losses = [step(*batch).item() for batch in batches]
         assert all(map(math.isfinite, losses)), (task, losses)
         load_trained(model, start)
+
+
+def test_llama_starts_every_sequence_with_its_bos_token(checkpoints):
+    """Decoders see their BOS token first, as in pretraining: the output at the inputs' positions is the body's on
+    [BOS embedding, inputs]; bos off gives the body on the inputs alone; families without a BOS refuse bos on."""
+    backbone = get_backbone("llama", path=checkpoints["llama"][0]).eval()
+    assert backbone.prepend_bos and backbone.bos_token is not None
+    torch.manual_seed(2)
+    embeds, mask = torch.randn(2, 5, D), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    start = backbone.model.embed_tokens.weight[backbone.bos_token].expand(2, 1, D)
+    with torch.no_grad():
+        body = backbone.model(inputs_embeds=torch.cat([start, embeds], 1), attention_mask=torch.cat(
+            [torch.ones(2, 1, dtype=torch.long), mask.long()], 1)).last_hidden_state  # fmt: skip
+        torch.testing.assert_close(backbone(embeds, mask)[mask], body[:, 1:][mask])
+        backbone.use_bos(False)
+        plain = backbone.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        torch.testing.assert_close(backbone(embeds, mask)[mask], plain[mask])
+    backbone.use_bos(None)  # the family's choice: unchanged
+    assert not backbone.prepend_bos
+    backbone.use_bos(True)
+    with pytest.raises(FPTError, match="longer than backbone"):
+        backbone.check_length(backbone.max_positions)  # the BOS token takes a position
+    with pytest.raises(FPTError, match="has no BOS token"):
+        get_backbone("bert", path=checkpoints["bert"][0]).use_bos(True)

@@ -42,6 +42,11 @@ class TrainConfig(BaseModel):
         "weight at token-embedding norm) or paper (orthogonal, gain 1.41)",
     )
     readout: Literal["last", "mean"] | None = Field(None, description="readout; default: the task's")
+    bos: bool | None = Field(
+        None,
+        description="start every sequence with the backbone's BOS token embedding, as in its pretraining (decoder "
+        "backbones); default: the family's (on for llama/smollm2, off elsewhere)",
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="backbone dropout probability")
     optimizer: Literal["adam", "adamw"] = Field("adam", description="optimizer")
     lr: float = Field(1e-3, gt=0.0, description="learning rate")

@@ -113,5 +113,6 @@ class FPT(nn.Module):
 @MODELS.register("fpt", "Frozen Pretrained Transformer: trained input layer and head around a pretrained backbone")
 def fpt_model(cfg, spec: TaskSpec) -> FPT:
     backbone = get_backbone(cfg.backbone, cfg.init, cfg.backbone_path, cfg.dropout)
+    backbone.use_bos(cfg.bos)
     backbone.check_length(spec.max_tokens)
     return FPT(backbone, spec, cfg.input_init, cfg.readout)

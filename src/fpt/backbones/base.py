@@ -28,6 +28,12 @@ class Backbone(nn.Module):
     # added (rotary or relative positions, RMSNorm), a zero token stays zero through every layer and its gradient
     # through the norms (1/sqrt(eps) each) overflows: the input layer must never map an input to zero there.
     adds_to_inputs: bool = True
+    # The token id a pretrained decoder saw first in every sequence (its BOS), and whether FPT puts that token's frozen
+    # embedding before the inputs by default. A causal LM turns its first position into an attention sink with
+    # activations ~100× the others' (smollm2: hidden norm ~24,000 vs ~200 at layer 15): without BOS that is the first
+    # input token, whose content is then lost — and every token after it equal to it, as in a run of equal bits.
+    bos_token: int | None = None
+    prepend_bos: bool = False
 
     def __init__(
         self,
@@ -51,7 +57,19 @@ class Backbone(nn.Module):
 
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """embeds (B, T, D) float, mask (B, T) bool with True at real tokens → hidden states (B, T, D)."""
-        return self.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        if not self.prepend_bos:
+            return self.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        start = self.token_embeddings()[self.bos_token].to(embeds.dtype).expand(embeds.shape[0], 1, -1)  # (B, 1, D)
+        mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1)
+        hidden = self.model(inputs_embeds=torch.cat([start, embeds], 1), attention_mask=mask.long()).last_hidden_state
+        return hidden[:, 1:]  # (B, T, D): the inputs' positions
+
+    def use_bos(self, on: bool | None) -> None:
+        """Put the BOS token before the inputs (on), not (off), or as the family does (None)."""
+        if on and self.bos_token is None:
+            raise FPTError(f"backbone {self.name!r} has no BOS token to start sequences with; leave bos unset")
+        if on is not None:
+            self.prepend_bos = on
 
     def forward_at(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, k, D) at `positions` (B, k) only: what a last-k readout needs. A family that can skip
@@ -72,6 +90,7 @@ class Backbone(nn.Module):
         return self.token_embeddings().detach().float().norm(dim=-1).mean().item()
 
     def check_length(self, length: int) -> None:
+        length += self.prepend_bos  # the BOS token takes a position too
         if self.max_positions is not None and length > self.max_positions:
             raise FPTError(
                 f"sequence of {length} tokens is longer than backbone {self.name!r} covers "

@@ -33,6 +33,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class LlamaBackbone(Backbone):
     family = "llama"
     adds_to_inputs = False  # rotary positions act inside attention; the first RMSNorm sees the input vector alone
+    prepend_bos = True  # as in pretraining: the BOS token takes the attention sink, not the first input
 
     def __init__(self, model: LlamaModel, *, name: str, source: str, init: str) -> None:
         c = model.config
@@ -48,6 +49,7 @@ class LlamaBackbone(Backbone):
             max_positions=c.max_position_embeddings,
             causal=True,
         )
+        self.bos_token = c.bos_token_id
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         m = self.model
