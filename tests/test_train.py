@@ -1,3 +1,5 @@
+import importlib
+import inspect
 import json
 import math
 
@@ -39,6 +41,12 @@ def test_train_writes_result_files(tiny_cfg, tmp_path):
     assert [r["step"] for r in curve] == [10, 20] and all(math.isfinite(r["train_loss"]) for r in curve)
     assert (tmp_path / "config.yaml").exists()
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_training_loop_reads_in_one_sitting():
+    """train.run is the loop alone (set-up, steps, validation, the end); its other jobs have names of their own."""
+    run = importlib.import_module("fpt.train").run  # `fpt.train` the attribute is the function
+    assert len(inspect.getsource(run).splitlines()) <= 70
 
 
 def test_same_seed_same_metrics(tiny_cfg):

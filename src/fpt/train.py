@@ -12,7 +12,6 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from fpt import freeze
@@ -21,11 +20,12 @@ from fpt.cache import reservoir
 from fpt.config import TrainConfig
 from fpt.distributed import Group, join, launched, leave, parallel
 from fpt.errors import FPTError
+from fpt.evaluate import Tracker, autocast, evaluate
 from fpt.registry import MODELS
 from fpt.results import environment, write_atomic, write_json, write_jsonl
-from fpt.shipping.checkpoint import BatchStream, Checkpointer, Progress
+from fpt.shipping.checkpoint import BatchStream, Checkpointer
 from fpt.shipping.patch import TRAINED_FILE, write_trained
-from fpt.tasks import Task, TaskSpec, collate, get_task
+from fpt.tasks import Task, TaskSpec, get_task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,35 +54,6 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    split: Dataset,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-    group: Group | None = None,
-) -> dict[str, float]:
-    """Accuracy (over every prediction: per bit for the bit tasks) and loss on a whole split. Sums stay on the device
-    until the split is done: one sync per evaluation, not per batch. In a data-parallel run each process evaluates
-    its share of the split and the sums are added up."""
-    group = group or Group()
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct predictions, predictions
-    shard = Subset(split, group.shard(len(split))) if group.world > 1 else split
-    for x, mask, y in DataLoader(shard, batch_size=batch_size, collate_fn=collate):
-        x, mask, y = x.to(device), mask.to(device), y.to(device)
-        with autocast(precision, device):
-            logits = model(x, mask)  # (B, K, C)
-        sums[0] += nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        sums[1] += (logits.argmax(-1) == y).sum()
-        sums[2] += y.numel()
-    model.train(was_training)
-    loss, correct, total = group.sum(sums).tolist()
-    return {"accuracy": correct / total, "loss": loss / total}
-
-
 def lr_lambda(cfg: TrainConfig, steps: int):
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -101,11 +72,6 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     device = next(model.parameters()).device
     # The fused kernel updates every trained tensor in one pass instead of ~10 small ops per tensor per step.
     return cls(groups, lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
-
-
-def autocast(precision: str, device: torch.device) -> torch.autocast:
-    """bf16 autocast for precision "bf16" (weights, gradients and optimizer state stay fp32); a no-op for fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def deterministic() -> None:
@@ -180,14 +146,16 @@ def run(
     group: Group,
     device: torch.device,
 ) -> dict[str, Any]:
-    """fpt.train's loop, in this process of `group`."""
+    """fpt.train's loop, in this process of `group`: set-up, the steps with a validation every `eval_every`, then the
+    test split on the best-on-validation weights and the run's files."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     deterministic()
     task = task or get_task(cfg.task, **cfg.task_args)
-    spec = task.spec
-    steps = cfg.steps or spec.default_steps
-    eval_every = min(cfg.eval_every or spec.default_eval_every, steps)
+    steps = cfg.steps or task.spec.default_steps
+    eval_every = min(cfg.eval_every or task.spec.default_eval_every, steps)
+    cfg = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})  # resolved: as saved beside the results
+    groups = freeze.parse_groups(cfg.train)
     with loading_bars(not quiet):  # --quiet: no weight-loading or conversion bars either
         model = build_model(cfg, task).to(device)
     model.train()
@@ -198,7 +166,6 @@ def run(
         model.compile()  # compiles the forward in place: parameter names, groups and saved files are unchanged
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
-    groups = freeze.parse_groups(cfg.train)
     batches = BatchStream(task.splits["train"], cfg.batch_size, cfg.seed, device.type == "cuda", group)
     if batches.global_size < group.world:
         raise FPTError(f"a batch of {batches.global_size} cannot be split over {group.world} processes")
@@ -206,126 +173,125 @@ def run(
         torch.manual_seed(cfg.seed * 1_000_003 + group.rank)  # each process its own dropout masks
     net = parallel(model, group, device)  # DDP over the processes; the model itself in one
     step_once = Stepper(cfg, net, optimizer, scheduler, device, group.world, batches.global_size)
-    resolved = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})
-    checkpoints = (
-        Checkpointer(out, resolved, model, groups, optimizer, scheduler, batches, group) if out is not None else None
-    )
-
-    best = {"step": 0, "accuracy": -1.0, "loss": math.inf}
-    best_state = freeze.trained_state(model, groups)
-    curve: list[dict[str, Any]] = []
-    since_best, best_accuracy = 0, -1.0
-    samples, train_seconds = 0, 0.0
-    step = 0
-    start = checkpoints.load() if resume and checkpoints is not None else None
-    if start is not None:
-        step, best, best_state, curve = start.step, start.best, start.best_state, start.curve
-        since_best, best_accuracy = start.since_best, start.best_accuracy
-        samples, train_seconds = start.samples, start.train_seconds
-    first = step + 1
-    last = step if start is not None and start.stopped else steps  # a run that had early-stopped stays stopped
-    bar = tqdm(
-        total=steps,
-        initial=step,
-        desc=f"{cfg.task} {cfg.backbone}/{cfg.init}",
-        disable=quiet or not group.main,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
-    window: list[torch.Tensor] = []  # this validation window's losses, left on the device until it ends
-    window_started = time.perf_counter()
-    for step in range(first, last + 1):
-        x, mask, y = (t.to(device, non_blocking=True) for t in next(batches))
-        window.append(step_once(x, mask, y))
-        samples += batches.global_size
-        bar.update()
-        if step % eval_every and step != steps:
-            continue
-        losses = (group.sum(torch.stack(window)) / group.world).tolist()  # the window's one host-device sync
-        train_seconds += time.perf_counter() - window_started
-        window = []
-        bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
-        if bad is not None:
-            bar.close()
-            raise FPTError(
-                f"training loss became {losses[bad]} at step {step - len(losses) + 1 + bad} (lr {cfg.lr}); lower "
-                f"--lr, or check the task's inputs for nan/inf"
-            )
-        val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device, cfg.precision, group)
-        row = {
-            "step": step,
-            "train_loss": sum(losses) / len(losses),
-            "val_accuracy": val["accuracy"],
-            "val_loss": val["loss"],
-            "lr": scheduler.get_last_lr()[0],
-            "train_seconds": round(train_seconds, 3),
-        }
-        curve.append(row)
-        # The checkpoint kept is the best on validation (accuracy, then loss); patience counts validations
-        # without a better accuracy, so a run whose accuracy has plateaued stops even while its loss still falls.
-        if val["accuracy"] > best_accuracy:
-            best_accuracy, since_best = val["accuracy"], 0
-        else:
-            since_best += 1
-        if (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
-            best = {"step": step, **val}
-            best_state = freeze.trained_state(model, groups)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{val['accuracy']:.4f}")
-        if quiet and group.main:
-            print(
-                f"{cfg.task} {cfg.backbone}/{cfg.init} seed {cfg.seed} step {step}/{steps} "
-                f"loss {row['train_loss']:.4f} val_acc {val['accuracy']:.4f}",
-                file=sys.stderr,
-            )
-        stop = cfg.patience is not None and since_best >= cfg.patience
-        if checkpoints is not None:
-            checkpoints.save(
-                Progress(step, best, best_state, curve, since_best, best_accuracy, samples, train_seconds, stop)
-            )
-        if stop:
-            break
+    checkpoints = None if out is None else Checkpointer(out, cfg, model, groups, optimizer, scheduler, batches, group)
+    tracker = checkpoints.load() if resume and checkpoints is not None else None
+    tracker = tracker or Tracker(best_state=freeze.trained_state(model, groups))
+    last = tracker.step if tracker.stopped else steps  # a run that had early-stopped stays stopped
+    with progress_bar(cfg, tracker.step, disable=quiet or not group.main) as bar:
+        window: list[torch.Tensor] = []  # this validation window's losses, left on the device until it ends
         window_started = time.perf_counter()
-    bar.close()
+        for step in range(tracker.step + 1, last + 1):
+            x, mask, y = (t.to(device, non_blocking=True) for t in next(batches))
+            window.append(step_once(x, mask, y))
+            tracker.samples += batches.global_size
+            bar.update()
+            if step % eval_every and step != steps:
+                continue
+            losses = (group.sum(torch.stack(window)) / group.world).tolist()  # the window's one host-device sync
+            tracker.train_seconds += time.perf_counter() - window_started
+            check_finite(losses, step, cfg.lr)
+            val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device, cfg.precision, group)
+            row = tracker.update(step, losses, val, scheduler.get_last_lr()[0], model, groups, cfg.patience)
+            report(bar, cfg, row, line=quiet and group.main)
+            if checkpoints is not None:
+                checkpoints.save(tracker)
+            if tracker.stopped:
+                break
+            window, window_started = [], time.perf_counter()
 
-    load_trained(model, best_state)
+    load_trained(model, tracker.best_state)
     test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device, cfg.precision, group)
-    result = {
+    result = result_record(cfg, task, model, counts, tracker, test, group.world, device)
+    if out is not None and group.main:
+        write_run(Path(out), cfg, task.spec, model, tracker.curve, result, checkpoints)
+    return result
+
+
+def progress_bar(cfg: TrainConfig, initial: int, disable: bool) -> tqdm:
+    """The bar of the run's steps on stderr (none with --quiet, and none on a process other than the main one)."""
+    desc = f"{cfg.task} {cfg.backbone}/{cfg.init}"
+    return tqdm(total=cfg.steps, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, file=sys.stderr)
+
+
+def report(bar: tqdm, cfg: TrainConfig, row: dict[str, Any], line: bool) -> None:
+    """Show a validation's row of the curve on the bar, and with `line` (--quiet: no bar) as a line on stderr."""
+    bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['val_accuracy']:.4f}")
+    if line:
+        print(
+            f"{cfg.task} {cfg.backbone}/{cfg.init} seed {cfg.seed} step {row['step']}/{cfg.steps} "
+            f"loss {row['train_loss']:.4f} val_acc {row['val_accuracy']:.4f}",
+            file=sys.stderr,
+        )
+
+
+def check_finite(losses: list[float], step: int, lr: float) -> None:
+    """Stop the run at the first training loss that is nan or inf in the validation window ending at `step`."""
+    bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
+    if bad is not None:
+        raise FPTError(
+            f"training loss became {losses[bad]} at step {step - len(losses) + 1 + bad} (lr {lr}); lower "
+            f"--lr, or check the task's inputs for nan/inf"
+        )
+
+
+def result_record(
+    cfg: TrainConfig,
+    task: Task,
+    model: nn.Module,
+    counts: dict[str, int],
+    tracker: Tracker,
+    test: dict[str, float],
+    processes: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The run's result.json: what ran (`cfg` resolved), its best-on-validation and test numbers, where and how fast."""
+    return {
         "task": cfg.task,
         "model": cfg.model,
         "backbone": cfg.backbone,
         "init": cfg.init,
-        "train_groups": list(groups),
+        "train_groups": list(freeze.parse_groups(cfg.train)),
         **counts,
         "seed": cfg.seed,
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
-        "steps": steps,
-        "steps_run": step,
-        "best_step": best["step"],
-        "stopped_early": step < steps,
-        "val_accuracy": best["accuracy"],
-        "val_loss": best["loss"],
+        "steps": cfg.steps,
+        "steps_run": tracker.step,
+        "best_step": tracker.best["step"],
+        "stopped_early": tracker.step < cfg.steps,
+        "val_accuracy": tracker.best["accuracy"],
+        "val_loss": tracker.best["loss"],
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
-        "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round(samples / max(train_seconds, 1e-9), 2),
-        "processes": group.world,
-        "task_spec": spec.to_dict(),
+        "train_seconds": round(tracker.train_seconds, 3),
+        "samples_per_second": round(tracker.samples / max(tracker.train_seconds, 1e-9), 2),
+        "processes": processes,
+        "task_spec": task.spec.to_dict(),
         "task_info": task.info,
         "backbone_source": getattr(getattr(model, "backbone", None), "source", None),
-        "config": resolved.model_dump(),
+        "config": cfg.model_dump(),
         "environment": environment(device),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    if out is not None and group.main:
-        out = Path(out)
-        write_trained(out / TRAINED_FILE, model, groups, resolved, spec)
-        write_jsonl(out / "curve.jsonl", curve)
-        write_atomic(out / "config.yaml", yaml.safe_dump(resolved.model_dump(), sort_keys=False))
-        write_json(out / "result.json", result)
-        if checkpoints is not None:
-            checkpoints.remove()  # the run is finished: result.json marks it
-    return result
+
+
+def write_run(
+    out: Path,
+    cfg: TrainConfig,
+    spec: TaskSpec,
+    model: nn.Module,
+    curve: list[dict[str, Any]],
+    result: dict[str, Any],
+    checkpoints: Checkpointer | None,
+) -> None:
+    """A finished run's files in `out`, each written atomically, result.json last: it marks the run finished, so its
+    checkpoint goes."""
+    write_trained(out / TRAINED_FILE, model, freeze.parse_groups(cfg.train), cfg, spec)
+    write_jsonl(out / "curve.jsonl", curve)
+    write_atomic(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    write_json(out / "result.json", result)
+    if checkpoints is not None:
+        checkpoints.remove()
 
 
 def load_trained(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -2,10 +2,10 @@
 
 At each validation fpt.train writes RUN_DIR/checkpoint.safetensors through a temporary file and a rename, so a kill
 at any moment leaves either the previous checkpoint or the new one. It holds everything the next step depends on:
-the trained tensors and the best-on-validation ones, the optimizer's moments, the scheduler, the counters and curve
-so far, torch's RNG state (dropout) and the data order (the sampler generator's state at the start of the current
-epoch and the number of batches taken from it). Tensors are safetensors; everything else is JSON in its header; no
-pickle. `fpt train --resume --out RUN_DIR` continues from it; a finished run deletes it.
+the trained tensors, the optimizer's moments, the scheduler, the loop's fpt.evaluate.Tracker (best on validation,
+patience, curve, counters), torch's RNG state (dropout) and the data order (the sampler generator's state at the
+start of the current epoch and the number of batches taken from it). Tensors are safetensors; everything else is
+JSON in its header; no pickle. `fpt train --resume --out RUN_DIR` continues from it; a finished run deletes it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from fpt import freeze
 from fpt.config import TrainConfig, identity, make_config
 from fpt.distributed import Group, RankBatches
 from fpt.errors import FPTError
+from fpt.evaluate import Tracker
 from fpt.shipping.patch import (
     frozen_fingerprint,
     load_state_strict,
@@ -104,21 +104,6 @@ class BatchStream:
         self.position = position
 
 
-@dataclass
-class Progress:
-    """The training loop's state after `step` steps."""
-
-    step: int
-    best: dict[str, Any]
-    best_state: dict[str, torch.Tensor]
-    curve: list[dict[str, Any]]
-    since_best: int
-    best_accuracy: float
-    samples: int
-    train_seconds: float
-    stopped: bool = False  # patience ran out at `step`: a resumed run goes straight to the test split
-
-
 def no_checkpoint(out: Path) -> str:
     if (out / "result.json").is_file():
         raise FPTError(f"{out} holds a finished run (result.json); there is nothing to resume")
@@ -169,14 +154,14 @@ class Checkpointer:
             self._fingerprint = frozen_fingerprint(self.model, self.groups)
         return self._fingerprint
 
-    def save(self, progress: Progress) -> None:
+    def save(self, tracker: Tracker) -> None:
         rng = self.group.gather(torch.get_rng_state())  # each rank's dropout stream
         rng_cuda = self.group.gather(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else []
         if not self.group.main:
             return
         optimizer = self.optimizer.state_dict()
         tensors = {f"trained/{n}": t for n, t in freeze.trained_state(self.model, self.groups).items()}
-        tensors |= {f"best/{n}": t for n, t in progress.best_state.items()}
+        tensors |= {f"best/{n}": t for n, t in tracker.best_state.items()}
         tensors |= {f"optimizer/{i}/{k}": v for i, s in optimizer["state"].items() for k, v in s.items()}
         epoch_start, position = self.batches.state()
         tensors |= {"rng/torch": rng[0], "rng/sampler": epoch_start}
@@ -191,23 +176,14 @@ class Checkpointer:
                 "format": CHECKPOINT_FORMAT,
                 "config": self.config,
                 "frozen_sha256": self.fingerprint,
-                "step": progress.step,
                 "position": position,
-                "best": progress.best,
-                "curve": progress.curve,
-                "counters": {
-                    "since_best": progress.since_best,
-                    "best_accuracy": progress.best_accuracy,
-                    "samples": progress.samples,
-                    "train_seconds": progress.train_seconds,
-                    "stopped": progress.stopped,
-                },
+                **tracker.metadata(),
                 "optimizer_groups": optimizer["param_groups"],
                 "scheduler": self.scheduler.state_dict(),
             },
         )
 
-    def load(self) -> Progress | None:
+    def load(self) -> Tracker | None:
         """Restore the run from its checkpoint; None (and a note) when there is none yet."""
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp") if self.group.main else ():
             stale.unlink(missing_ok=True)  # a write cut short by SIGKILL
@@ -237,18 +213,7 @@ class Checkpointer:
         torch.set_rng_state(tensors["rng/torch" + own])  # after restore(): see BatchStream.restore
         if f"rng/cuda{own}" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"rng/cuda{own}"], self.device)
-        counters = meta["counters"]
-        return Progress(
-            step=meta["step"],
-            best=meta["best"],
-            best_state=part("best/"),
-            curve=meta["curve"],
-            since_best=counters["since_best"],
-            best_accuracy=counters["best_accuracy"],
-            samples=counters["samples"],
-            train_seconds=counters["train_seconds"],
-            stopped=counters["stopped"],
-        )
+        return Tracker.from_metadata(meta, part("best/"))
 
     def remove(self) -> None:
         if self.group.main:
