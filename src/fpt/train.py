@@ -21,6 +21,7 @@ from fpt.config import TrainConfig
 from fpt.distributed import Group, join, launched, leave, parallel
 from fpt.errors import FPTError
 from fpt.evaluate import Tracker, autocast, evaluate
+from fpt.placement import set_threads
 from fpt.registry import MODELS
 from fpt.results import environment, write_atomic, write_json, write_jsonl
 from fpt.shipping.checkpoint import BatchStream, Checkpointer
@@ -148,8 +149,7 @@ def run(
 ) -> dict[str, Any]:
     """fpt.train's loop, in this process of `group`: set-up, the steps with a validation every `eval_every`, then the
     test split on the best-on-validation weights and the run's files."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)  # --threads, else the cores other processes leave free
     deterministic()
     task = task or get_task(cfg.task, **cfg.task_args)
     steps = cfg.steps or task.spec.default_steps

@@ -47,6 +47,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
+from fpt import placement
 from fpt.config import TrainConfig, format_validation_error, identity, read_yaml, unknown_key
 from fpt.errors import FPTError
 
@@ -261,17 +262,14 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
     """Train one run into RUNS_DIR/<run_id>/ (resuming its checkpoint; reusing its result.json if the run finished
     but its record was never written) and return its record. An FPTError becomes a failed record. The run's own log
     lines go to train.log in its folder. Runs in worker processes and Ray tasks as well as in the sweep's own."""
-    import torch
-
     from fpt.results import read_json
     from fpt.shipping.checkpoint import CHECKPOINT_FILE
     from fpt.train import train
 
-    cfg = run.config
+    # A worker's share of the cores, unless the run names its threads (a placement field: the run id stays)
+    cfg = run.config if run.config.threads or not threads else run.config.model_copy(update={"threads": threads})
     out = Path(runs_dir) / run.run_id
     out.mkdir(parents=True, exist_ok=True)
-    if threads and not cfg.threads:
-        torch.set_num_threads(threads)
     head = {"run_id": run.run_id, "sweep": sweep_name, **run.labels()}
     resume = (out / CHECKPOINT_FILE).is_file()
     if (out / "result.json").is_file():  # finished, but killed before its record was written
@@ -317,13 +315,6 @@ def failed_record(cfg: TrainConfig, err: FPTError) -> Record:
     }
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -344,7 +335,7 @@ def run_local(runs: list[Run], runs_dir: Path, sweep_name: str, workers: int) ->
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    threads = max(1, available_cores() // workers)
+    threads = max(1, placement.available_cores() // workers)
     pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker, (threads,))
     try:
         pending = {pool.submit(execute, run, runs_dir, sweep_name, threads) for run in runs}
@@ -366,7 +357,7 @@ def run_ray(runs: list[Run], runs_dir: Path, sweep_name: str, workers: int, addr
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=placement.available_cores(), include_dashboard=False, log_to_driver=False)
     try:
         threads = max(1, int(ray.available_resources().get("CPU", 1)) // workers)
         task = ray.remote(num_cpus=threads)(execute)
