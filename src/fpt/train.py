@@ -149,7 +149,6 @@ def run(
 ) -> dict[str, Any]:
     """fpt.train's loop, in this process of `group`: set-up, the steps with a validation every `eval_every`, then the
     test split on the best-on-validation weights and the run's files."""
-    set_threads(cfg.threads)  # --threads, else the cores other processes leave free
     deterministic()
     task = task or get_task(cfg.task, **cfg.task_args)
     steps = cfg.steps or task.spec.default_steps
@@ -160,6 +159,7 @@ def run(
         model = build_model(cfg, task).to(device)
     model.train()
     counts = freeze.count(model)
+    set_threads(cfg.threads)  # --threads, else the cores other processes leave free (after any user error)
     if cfg.cache_features:  # the reservoir: frozen features once per example, then the head alone trains on them
         task, model = reservoir(model, task, cfg.eval_batch_size, device)
     if cfg.compile:
