@@ -187,3 +187,18 @@ def test_minilm_patch_is_under_one_percent_of_the_backbone(tmp_path):
     backbone = backbone_bytes_on_disk(patch.meta["backbone_source"])
     assert backbone and backbone > 80e6
     assert patch.nbytes / backbone < 0.01, (patch.nbytes, backbone)
+
+
+def test_metadata_is_read_by_safetensors_and_bad_files_are_one_line(tmp_path):
+    from fpt.shipping.patch import read_metadata, save_safetensors
+
+    path = tmp_path / "x.safetensors"
+    save_safetensors(path, {"w": torch.zeros(2)}, {"format": "fpt-test/1", "step": 3})
+    assert read_metadata(path, "fpt-test/1") == {"format": "fpt-test/1", "step": 3}
+    for content, message in ((b"garbage-not-safetensors", "not a safetensors file"), (b"", "not a safetensors file")):
+        path.write_bytes(content)
+        with pytest.raises(fpt.FPTError, match=message) as err:
+            read_metadata(path, "fpt-test/1")
+        assert "\n" not in str(err.value)
+    with pytest.raises(fpt.FPTError, match="file not found"):
+        read_metadata(tmp_path / "missing.safetensors", "fpt-test/1")

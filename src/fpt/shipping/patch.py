@@ -92,7 +92,8 @@ def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadat
 
 
 def read_header(data: bytes, where: str) -> dict[str, str]:
-    """The `__metadata__` of a safetensors blob, read without touching its tensors."""
+    """The `__metadata__` of a safetensors blob in memory (an upload, or a file read whole to load its tensors), read
+    before the tensors are: safetensors reads metadata from files only (`safe_open`, as read_metadata does)."""
     if len(data) < 8:
         raise FPTError(f"{where}: not a safetensors file (only {len(data)} bytes)")
     (size,) = struct.unpack("<Q", data[:8])
@@ -107,15 +108,16 @@ def read_header(data: bytes, where: str) -> dict[str, str]:
 
 
 def read_metadata(path: str | Path, expected_format: str) -> dict[str, Any]:
-    """The decoded metadata of an fpt safetensors file, reading only its header."""
+    """The decoded metadata of an fpt safetensors file, reading only its header (safetensors' safe_open)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            data = head + f.read(min(size, MAX_HEADER_BYTES))
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise FPTError(f"file not found: {path}") from None
     except OSError as err:
         raise FPTError(f"cannot read {path}: {err.strerror}") from None
-    meta = read_header(data, str(path))
+    except safetensors.SafetensorError as err:
+        raise FPTError(f"{path}: not a safetensors file ({err})") from None
     if meta.get("format") != expected_format:
         raise FPTError(f"{path}: not an {expected_format.split('/')[0]} file (expected format {expected_format!r})")
     try:
