@@ -18,14 +18,15 @@ the top level as shorthand for base's. The grid is seeds × tasks × models × t
 among them), seeds outermost, so a sweep stopped half-way holds every setting for its first seeds. A setting is a
 task, a model and its other axis values; `lr` is chosen per setting on validation by `fpt report`.
 
-A run's id is a short SHA-256 of its TrainConfig (every field, defaults included, as canonical JSON) without the
-PLACEMENT_FIELDS (threads, device): how fast and where a run computes, not what. Ids name the config, not the code:
-every record keeps its commit and versions, and `fpt report` lists them. A run trains into RUNS_DIR/<run_id>/ with
-its checkpoints; the record (fpt.train's result, the labels, the learning curve) is appended to the results file once
-the run ends. A run is finished when its id is in the file, so re-running a sweep skips finished runs and resumes a
-half-done one from its checkpoint; the numbers equal those of an unbroken sweep. A run that fails with an FPTError
-(a non-finite loss at a high lr) is recorded with status "failed" and its error, and counts as finished
-(`--retry-failed` runs it again).
+A run's id is a short SHA-256 of its TrainConfig as canonical JSON (fpt.config.identity: every field, defaults
+included, but the placement fields threads and device, which decide how fast and where a run computes, not what; a
+field added after the first sweeps counts only when set away from its default, so new options keep old ids). Ids name
+the config, not the code: every record keeps its commit and versions, and `fpt report` lists them. A run trains into
+RUNS_DIR/<run_id>/ with its checkpoints; the record (fpt.train's result, the labels, the learning curve) is appended
+to the results file once the run ends. A run is finished when its id is in the file, so re-running a sweep skips
+finished runs and resumes a half-done one from its checkpoint; the numbers equal those of an unbroken sweep. A run
+that fails with an FPTError (a non-finite loss at a high lr) is recorded with status "failed" and its error, and
+counts as finished (`--retry-failed` runs it again).
 """
 
 from __future__ import annotations
