@@ -86,6 +86,19 @@ def test_lr_is_chosen_on_validation_and_only_its_test_is_reported():
     assert setting.lr == 1e-1 and setting.failed == 1 and setting.cell() == "100.0 (n=1, no CI, 1 failed)"
 
 
+def test_lr_is_chosen_on_the_seeds_every_lr_ran():
+    """A sweep with lr_selection first-seed ran seeds 1 and 2 at the lr seed 0 chose: the choice stays on seed 0, not
+    on a mean over 3 seeds against a mean over 1."""
+    records = [
+        record("xor", "fpt", 1e-3, 0, val=0.90, test=0.90),
+        record("xor", "fpt", 1e-3, 1, val=0.70, test=0.70),
+        record("xor", "fpt", 1e-3, 2, val=0.70, test=0.70),  # mean val 0.767 over three seeds
+        record("xor", "fpt", 1e-2, 0, val=0.80, test=0.99),  # 0.80 > 0.767, but seed 0 alone chose 1e-3
+    ]
+    (setting,) = select(records)
+    assert setting.lr == 1e-3 and len(setting.ok) == 3
+
+
 def test_steps_to_converge():
     assert steps_to_converge(record("xor", "fpt", 1e-3, 0, val=0.9, test=0.9)) == 100  # 0.864 ≥ 0.95 × 0.9
     assert steps_to_converge({"curve": []}) is None

@@ -297,9 +297,36 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     assert "3 finished, 3 to run" in out and out.count("  done  ") == 3
 
 
+def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir, tmp_path, capsys):
+    """lr_selection first-seed: every lr runs seed 0; seeds 1 and 2 run only the lr that seed 0's validation chose,
+    by the rule `fpt report` uses, so the report chooses the same lr (on the seed every lr ran)."""
+    from fpt.experiments.settings import select
+
+    sweep_dict = tiny_sweep(tiny_bert_dir, seeds=[0, 1, 2], lr_selection="first-seed")
+    sweep_dict["models"]["fpt"]["lr"] = [1e-1, 1e-3]  # 1e-1 does far worse on this tiny task
+    path = write_sweep(tmp_path / "sweep.yaml", sweep_dict)
+    results = tmp_path / "r.jsonl"
+    assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("tiny: 7 runs (every lr on seed 0, the chosen lr on 2 more seeds)")
+    assert last.endswith("0 finished, 3 to run, 4 waiting for their lr choice")  # 3 seed-0 runs; 2 settings × 2 seeds
+
+    records = run_sweep(SweepConfig(**sweep_dict), SweepOptions(results=results, quiet=True))
+    assert len(records) == 7 and all(r["status"] == "ok" for r in records)
+    fpt_runs = [r for r in records if r["model_label"] == "fpt"]
+    first = {r["lr"]: r["val_accuracy"] for r in fpt_runs if r["seed"] == 0}
+    chosen = max(sorted(first), key=lambda lr: first[lr])  # ties: the smaller lr
+    assert {r["lr"] for r in fpt_runs if r["seed"] > 0} == {chosen}
+    assert sorted(r["seed"] for r in fpt_runs if r["lr"] == chosen) == [0, 1, 2]
+    (fpt_setting,) = [s for s in select(records) if s.label == "fpt"]
+    assert fpt_setting.lr == chosen and len(fpt_setting.ok) == 3
+    assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("7 finished, 0 to run")
+
+
 @pytest.mark.parametrize("name, runs", [("offline-suite", 210), ("paper-suite", 567)])
 def test_shipped_sweeps_expand(name, runs, capsys):
     """Both shipped sweep files validate and expand (a dry run reads no data)."""
     config = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     assert main(["sweep", str(config), "--results", "/nonexistent/r.jsonl", "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{name}: {runs} runs = ")
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{name}: {runs} runs (")

@@ -105,11 +105,14 @@ def steps_cell(s: Setting) -> str:
 
 
 def selection_table(settings: list[Setting]) -> str:
-    lines = ["| task | setting | chosen lr | mean val accuracy (%) per lr |", "|---|---|---|---|"]
+    lines = [
+        "| task | setting | chosen lr | mean val accuracy (%) per lr, on the seeds every lr ran |",
+        "|---|---|---|---|",
+    ]
     for s in settings:
         per_lr = []
         for lr in sorted(s.by_lr):
-            runs = s.by_lr[lr]
+            runs = s.on_common_seeds(lr)
             ok = [r["val_accuracy"] for r in runs if r["status"] == "ok"]
             failed = len(runs) - len(ok)
             text = f"{100 * mean(ok):.1f}" if ok else "–"
@@ -267,7 +270,9 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
         "below is computed from that file.",
         "",
         "Protocol: for each setting (task × model, with its other grid values) the learning rate is chosen on the "
-        "validation split by the mean best-validation accuracy over seeds (an lr with a failed seed ranks below any "
+        "validation split by the mean best-validation accuracy over the seeds every lr ran (all seeds, or the first "
+        "seed where a sweep ran the other seeds at the lr chosen there: `lr_selection: first-seed`; an lr with a "
+        "failed seed ranks below any "
         "lr without one; ties go to the smaller lr), and only that lr's test numbers are reported. Test accuracy is "
         "measured once per run, on its best-on-validation weights. Cells: mean over seeds ± half-width of the 95% "
         "t-interval (t quantile with n − 1 degrees of freedom × sd / √n), with n seeds; accuracy in %. "

@@ -2,7 +2,8 @@
 mean ± 95% interval cells that every table and plot of `fpt report` shows.
 
 Protocol (Rothermel et al. 2021): a setting's learning rate is chosen on the validation split, by the mean
-best-on-validation accuracy over seeds, and only that lr's test numbers are reported. An lr with a failed (diverged)
+best-on-validation accuracy over the seeds that every lr ran (all seeds, or the first seed of a sweep that ran its
+other seeds at the lr chosen there), and only that lr's test numbers are reported. An lr with a failed (diverged)
 seed ranks below every lr without one, whatever their means; ties go to the smaller lr. Intervals are scipy's: the
 one-sample t-interval of the mean over seeds, and Welch's interval of a difference of two settings' means.
 """
@@ -83,6 +84,11 @@ class Setting:
     def failed(self) -> int:
         return len(self.chosen) - len(self.ok)
 
+    def on_common_seeds(self, lr: float) -> list[Record]:
+        """The runs of `lr` on the seeds that every lr of the setting ran (all of them if no seed is common)."""
+        common = set.intersection(*({r["seed"] for r in runs} for runs in self.by_lr.values()))
+        return [r for r in self.by_lr[lr] if r["seed"] in common] or self.by_lr[lr]
+
     @property
     def first(self) -> Record:
         return next(iter(self.by_lr.values()))[0]
@@ -129,7 +135,7 @@ def select(records: list[Record]) -> list[Setting]:
         setting = settings.setdefault(key, Setting(*key))
         setting.by_lr.setdefault(r["lr"], []).append(r)
     for s in settings.values():
-        s.lr = min(sorted(s.by_lr), key=lambda lr: lr_rank(s.by_lr[lr]))
+        s.lr = min(sorted(s.by_lr), key=lambda lr: lr_rank(s.on_common_seeds(lr)))
     return list(settings.values())
 
 

@@ -16,7 +16,9 @@ A sweep file names shared settings (`base`), tasks and models, each a mapping of
 Each run's config is base < task entry < model entry (a later one replaces a key, task_args included), with `lr` at
 the top level as shorthand for base's. The grid is seeds × tasks × models × the values of every list-valued key (lr
 among them), seeds outermost, so a sweep stopped half-way holds every setting for its first seeds. A setting is a
-task, a model and its other axis values; `lr` is chosen per setting on validation by `fpt report`.
+task, a model and its other axis values; `lr` is chosen per setting on validation by `fpt report`. With
+`lr_selection: first-seed`, every lr runs the first seed only and the other seeds run at the lr chosen on its
+validation, once the setting's first-seed runs have finished (k lrs × n seeds cost k + n - 1 runs, not k × n).
 
 A run's id is a short SHA-256 of its TrainConfig as canonical JSON (fpt.config.identity: every field, defaults
 included, but the placement fields threads and device, which decide how fast and where a run computes, not what; a
@@ -69,6 +71,12 @@ class SweepConfig(BaseModel):
     )
     lr: float | list[float] | None = Field(None, description="learning rate(s), shorthand for base.lr")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of every setting")
+    lr_selection: Literal["every-seed", "first-seed"] = Field(
+        "every-seed",
+        description="every-seed: every lr runs every seed; first-seed: every lr runs the first seed, the other seeds "
+        "run only the lr chosen on the first seed's validation (a setting with k lrs and n seeds costs k + n - 1 runs "
+        "instead of k × n)",
+    )
 
 
 class SweepOptions(BaseModel):
@@ -151,8 +159,11 @@ def check_entry(where: str, entry: Any) -> None:
         raise FPTError(f"{where}: {empty[0]} is an empty list (a grid axis needs at least one value)")
 
 
-def expand(sweep: SweepConfig, where: str = "sweep") -> list[Run]:
-    """Every run of the sweep, validated (a bad entry is an FPTError naming it) before anything runs."""
+def expand(sweep: SweepConfig, where: str = "sweep", records: list[Record] | None = None) -> list[Run]:
+    """Every run of the sweep, validated (a bad entry is an FPTError naming it) before anything runs.
+
+    With `lr_selection: first-seed`, a setting's later seeds are listed only once `records` hold every lr of its first
+    seed (finished), and then at the lr chosen there (fpt.experiments.settings.lr_rank, the rule `fpt report` uses)."""
     from fpt.backbones import BACKBONES
     from fpt.registry import MODELS
     from fpt.tasks import TASKS
@@ -191,7 +202,27 @@ def expand(sweep: SweepConfig, where: str = "sweep") -> list[Run]:
                 raise FPTError(f"{where}: runs {seen[run.run_id]!r} and {name!r} have the same config; drop one")
             seen[run.run_id] = name
             runs.append(run)
-    return runs
+    return runs if sweep.lr_selection == "every-seed" else first_seed_selection(runs, sweep.seeds[0], records or [])
+
+
+def first_seed_selection(runs: list[Run], first: int, records: list[Record]) -> list[Run]:
+    """The first seed's runs, and the later seeds' runs at the lr chosen on the first seed's validation for every
+    setting whose first-seed runs have all finished (the others wait)."""
+    from fpt.experiments.settings import lr_rank
+
+    latest = {r["run_id"]: r for r in latest_records(records)}
+    by_setting: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        if run.config.seed == first:
+            by_setting.setdefault((run.task_label, run.setting), []).append(run)
+    chosen: dict[tuple[str, str], float] = {}
+    for key, firsts in by_setting.items():
+        if all(run.run_id in latest for run in firsts):
+            by_lr = {run.config.lr: [latest[run.run_id]] for run in firsts}
+            chosen[key] = min(sorted(by_lr), key=lambda lr: lr_rank(by_lr[lr]))
+    return [
+        run for run in runs if run.config.seed == first or chosen.get((run.task_label, run.setting)) == run.config.lr
+    ]
 
 
 # ---- the results file ----------------------------------------------------------------------------------------------
@@ -387,11 +418,11 @@ def run_sweep(
     records of the sweep's runs (latest per id)."""
     options = options or SweepOptions()
     results, runs_dir, workers = options.results_file(sweep), options.runs_folder(sweep), options.workers
-    runs = expand(sweep)
+    runs = expand(sweep, records=read_records(results))
     done = finished_ids(read_records(results), options.retry_failed)
     todo = [r for r in runs if r.run_id not in done]
     bar = tqdm(
-        total=len(runs),
+        total=len(runs) + waiting(sweep, runs),
         initial=len(runs) - len(todo),
         desc=sweep.name,
         unit="run",
@@ -400,21 +431,35 @@ def run_sweep(
         file=sys.stderr,
     )
     say = log or (lambda line: bar.write(line, file=sys.stderr))
-    say(f"{sweep.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run → {results}")
+    later = waiting(sweep, runs)
+    say(
+        f"{sweep.name}: {len(runs) + later} runs, {len(runs) - len(todo)} finished, {len(todo)} to run"
+        + (f", {later} waiting for their setting's lr choice on seed {sweep.seeds[0]}" if later else "")
+        + f" → {results}"
+    )
     started = time.perf_counter()
-    if options.backend == "ray":
-        records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
-    else:
-        records = run_local(todo, runs_dir, sweep.name, workers)
     try:
-        for record in records:
-            append_record(results, record)
-            bar.update()
-            say(describe(record))
+        while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
+            if options.backend == "ray":
+                records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
+            else:
+                records = run_local(todo, runs_dir, sweep.name, workers)
+            try:
+                for record in records:
+                    append_record(results, record)
+                    bar.update()
+                    say(describe(record))
+            finally:
+                if hasattr(records, "close"):
+                    records.close()  # shut the pool or Ray down now, also when interrupted
+            tried = {r.run_id for r in todo}
+            runs = expand(sweep, records=read_records(results))
+            done = finished_ids(read_records(results), options.retry_failed) | tried
+            todo = [r for r in runs if r.run_id not in done]
+            bar.total = len(runs) + waiting(sweep, runs)
+            bar.refresh()
     finally:
         bar.close()
-        if hasattr(records, "close"):
-            records.close()  # shut the pool or Ray down now, also when interrupted
     ours = {r.run_id for r in runs}
     final = [r for r in latest_records(read_records(results)) if r["run_id"] in ours]
     failed = sum(r["status"] == "failed" for r in final)
@@ -425,6 +470,16 @@ def run_sweep(
     return final
 
 
+def waiting(sweep: SweepConfig, runs: list[Run]) -> int:
+    """How many later-seed runs of a first-seed lr selection are not listed yet (their lr is not chosen yet)."""
+    if sweep.lr_selection == "every-seed":
+        return 0
+    first = [r for r in runs if r.config.seed == sweep.seeds[0]]
+    settings = {(r.task_label, r.setting) for r in first}
+    listed = {(r.task_label, r.setting) for r in runs if r.config.seed != sweep.seeds[0]}
+    return len(settings - listed) * (len(sweep.seeds) - 1)
+
+
 def default_runs_dir(results: Path) -> Path:
     """results/offline-suite.jsonl → results/offline-suite/ (one folder per run id inside)."""
     return results.with_suffix("")
@@ -433,8 +488,9 @@ def default_runs_dir(results: Path) -> Path:
 def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
     """The runs of `sweep` (id, done or to do, labels, lr, seed) and their count, as text."""
     options = options or SweepOptions()
-    runs = expand(sweep)
-    latest = {r["run_id"]: r for r in latest_records(read_records(options.results_file(sweep)))}
+    records = read_records(options.results_file(sweep))
+    runs = expand(sweep, records=records)
+    latest = {r["run_id"]: r for r in latest_records(records)}
     lines = []
     todo = 0
     for run in runs:
@@ -447,8 +503,13 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
         )
     settings = {(r.task_label, r.setting) for r in runs}
     pairs = {(r.task_label, r.setting, r.config.lr) for r in runs}
+    later = waiting(sweep, runs)
+    if sweep.lr_selection == "every-seed":
+        shape = f"{len(pairs)} (setting, lr) pairs × {len(sweep.seeds)} seeds"
+    else:
+        shape = f"every lr on seed {sweep.seeds[0]}, the chosen lr on {len(sweep.seeds) - 1} more seeds"
     lines.append(
-        f"{sweep.name}: {len(runs)} runs = {len(pairs)} (setting, lr) pairs × {len(sweep.seeds)} seeds, "
-        f"{len(settings)} settings; {len(runs) - todo} finished, {todo} to run"
+        f"{sweep.name}: {len(runs) + later} runs ({shape}), {len(settings)} settings; "
+        f"{len(runs) - todo} finished, {todo} to run" + (f", {later} waiting for their lr choice" if later else "")
     )
     return "\n".join(lines)
