@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fpt.errors import FPTError
 
@@ -19,7 +21,7 @@ PLACEMENT_FIELDS = ("threads", "device")
 class TrainConfig(BaseModel):
     """Everything that decides a training run's numbers. Unknown keys are an error."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     task: str = Field("bit-xor", description="task name (fpt list tasks), e.g. bit-xor, digits, ucr:GunPoint")
     task_args: dict[str, Any] = Field(
@@ -81,6 +83,15 @@ class TrainConfig(BaseModel):
         "train only the head on them",
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`--steps true` is a mistake, not 1: a bool is refused where a number (not a switch) is expected."""
+        kinds = members(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) and bool not in kinds and (int in kinds or float in kinds):
+            raise ValueError("expected a number, not a true/false value")
+        return value
+
     @field_validator("train")
     @classmethod
     def _groups(cls, value: str) -> str:
@@ -115,6 +126,12 @@ class TrainConfig(BaseModel):
                 f"got {self.train!r}"
             )
         return self
+
+
+def members(annotation: Any) -> tuple[Any, ...]:
+    """The types a field accepts: a union's members, or the annotation itself."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
 
 
 # The fields sweep run ids were first made of. A field added later enters a run's identity only when it is set away

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,6 +39,28 @@ def free_cores(seconds: float = LOOK_SECONDS) -> int:
         return cores
     busy = shares["busy"] * (os.cpu_count() or cores)  # /proc/stat counts every core of the machine
     return max(1, min(cores, round(cores - busy)))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the machine can give a new allocation now (MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def describe_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def set_threads(requested: int | None) -> int:

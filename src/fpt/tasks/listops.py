@@ -272,7 +272,11 @@ def _check_generator_args(args: dict) -> None:
         )
 
 
-@TASKS.register("listops", "symbolic: LRA ListOps expressions → value 0-9, one token a symbol (vocab 18), 10 classes")
+@TASKS.register(
+    "listops",
+    "symbolic: LRA ListOps expressions → value 0-9, one token a symbol (vocab 18), 10 classes",
+    example_bytes=lambda args: 8 * args["max_length"],  # generated into memory: int64 tokens per example
+)
 def listops(
     max_depth: int = 6,
     max_args: int = 10,
