@@ -310,7 +310,7 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
     ]
     if failed:
         md += ["", "## Failed runs", "", "| task | setting | lr | seed | error |", "|---|---|---|---|---|"]
-        from fpt.experiments.sweep import setting_label
+        from fpt.experiments.settings import setting_label
 
         for r in failed:
             error = str(r.get("error", "")).replace("|", "\\|")

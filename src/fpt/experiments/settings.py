@@ -113,6 +113,11 @@ class Setting:
         return cell(self.values(metric), failed=self.failed, capped=self.capped)
 
 
+def setting_label(model_label: str, axes: dict[str, Any]) -> str:
+    """'fpt' or, with grid axes besides lr and seed, 'fpt (train=output)'."""
+    return model_label + (f" ({', '.join(f'{k}={v}' for k, v in axes.items())})" if axes else "")
+
+
 def plateaued(record: Record) -> bool:
     """Whether the run ended on a validation plateau: early stopping ended it (`patience` validations without a better
     val accuracy) before its step cap. A run that used its whole budget may still have been improving."""
@@ -127,8 +132,6 @@ def lr_rank(runs: list[Record]) -> tuple[int, float]:
 
 def select(records: list[Record]) -> list[Setting]:
     """Group records into settings (in order of first appearance) and choose each one's lr on validation."""
-    from fpt.experiments.sweep import setting_label
-
     settings: dict[tuple[str, str], Setting] = {}
     for r in records:
         key = (r["task_label"], setting_label(r["model_label"], r.get("axes") or {}))

@@ -53,6 +53,7 @@ from tqdm import tqdm
 from fpt import placement
 from fpt.config import TrainConfig, format_validation_error, identity, read_yaml, unknown_key
 from fpt.errors import FPTError
+from fpt.experiments.settings import lr_rank, setting_label
 
 Record = dict[str, Any]
 
@@ -122,11 +123,6 @@ class Run:
 
     def labels(self) -> Record:
         return {"task_label": self.task_label, "model_label": self.model_label, "axes": self.axes}
-
-
-def setting_label(model_label: str, axes: dict[str, Any]) -> str:
-    """'fpt' or, with grid axes besides lr and seed, 'fpt (train=output)'."""
-    return model_label + (f" ({', '.join(f'{k}={v}' for k, v in axes.items())})" if axes else "")
 
 
 def run_id(cfg: TrainConfig) -> str:
@@ -208,8 +204,6 @@ def expand(sweep: SweepConfig, where: str = "sweep", records: list[Record] | Non
 def first_seed_selection(runs: list[Run], first: int, records: list[Record]) -> list[Run]:
     """The first seed's runs, and the later seeds' runs at the lr chosen on the first seed's validation for every
     setting whose first-seed runs have all finished (the others wait)."""
-    from fpt.experiments.settings import lr_rank
-
     latest = {r["run_id"]: r for r in latest_records(records)}
     by_setting: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
