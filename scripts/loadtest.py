@@ -51,7 +51,15 @@ def random_example(spec: dict[str, Any], rng: random.Random) -> list:
 class Server:
     """`fpt serve` on a free loopback port, as a subprocess or (in_process) a uvicorn server on a thread."""
 
-    def __init__(self, patches: list[str], batching: str, in_process: bool, max_wait_ms: float, threads: int) -> None:
+    def __init__(
+        self,
+        patches: list[str],
+        batching: str,
+        in_process: bool,
+        max_wait_ms: float,
+        threads: int,
+        backbone_path: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -61,7 +69,7 @@ class Server:
 
             from fpt.shipping.serve import Settings, build, create_app
 
-            core, _ = build(patches)
+            core, _ = build(patches, backbone_path=backbone_path)
             app = create_app(core, Settings(batching=batching, max_wait_ms=max_wait_ms))
             self.server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=self.port, log_level="warning"))
             threading.Thread(target=self.server.run, daemon=True).start()
@@ -69,6 +77,7 @@ class Server:
             args = [sys.executable, "-m", "fpt", "serve", "--host", HOST, "--port", str(self.port)]
             args += ["--batching", batching, "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)]
             args += [a for p in patches for a in ("--patch", p)]
+            args += ["--backbone-path", backbone_path] if backbone_path else []
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
             self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.wait_ready()
@@ -169,6 +178,7 @@ def run(
     max_wait_ms: float = 2.0,
     threads: int = 1,
     repeat: int = 1,
+    backbone_path: str | None = None,
 ) -> dict[str, Any]:
     """Serve `patches` in each batching mode in turn (`repeat` rounds, the modes alternating so that a change in the
     machine's load hits both) and load it; returns the report, each mode's figures the round of median throughput."""
@@ -180,7 +190,7 @@ def run(
     rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for _ in range(repeat):
         for mode in modes:
-            server = Server(patches, mode, in_process, max_wait_ms, threads)
+            server = Server(patches, mode, in_process, max_wait_ms, threads, backbone_path)
             try:
                 asyncio.run(load(server.url, clients, 0.5, examples, seed=1))  # warm-up, not counted
                 rounds[mode].append(asyncio.run(load(server.url, clients, duration_s, examples)))
@@ -214,7 +224,9 @@ def rss_bytes() -> int:
     return 0
 
 
-def memory(patches: list[str], counts: tuple[int, ...] = (1, 10, 100)) -> dict[str, Any]:
+def memory(
+    patches: list[str], counts: tuple[int, ...] = (1, 10, 100), backbone_path: str | None = None
+) -> dict[str, Any]:
     """Memory of one core serving N tasks (the given patches, cycled under new names, each read from its file as a
     server would): the tensors' bytes, and the growth of this process's resident memory."""
     import gc
@@ -225,7 +237,7 @@ def memory(patches: list[str], counts: tuple[int, ...] = (1, 10, 100)) -> dict[s
 
     loaded = [read_patch(p) for p in patches]
     start = rss_bytes()
-    core = build_core(load_backbone(None, None, loaded))
+    core = build_core(load_backbone(None, backbone_path, loaded))
     gc.collect()
     with_backbone = rss_bytes()
     report: dict[str, Any] = {
@@ -251,7 +263,7 @@ def memory(patches: list[str], counts: tuple[int, ...] = (1, 10, 100)) -> dict[s
     return report
 
 
-def verify(patches: list[str], per_task: int = 64) -> dict[str, Any]:
+def verify(patches: list[str], per_task: int = 64, backbone_path: str | None = None) -> dict[str, Any]:
     """Each patch reloaded alone (fpt.load_patch) reproduces its run's test metrics exactly, and the shared core (all
     the patches on one backbone, `per_task` test examples of every task in ONE mixed batch) predicts what the reloaded
     model predicts."""
@@ -262,11 +274,11 @@ def verify(patches: list[str], per_task: int = 64) -> dict[str, Any]:
     from fpt.shipping.serve import build, parse_patch_arg
     from fpt.tasks import collate
 
-    core, _ = build(patches)
+    core, _ = build(patches, backbone_path=backbone_path)
     models, batch, report = {}, [], {}
     for text in patches:
         name, path = parse_patch_arg(text)
-        model = models[name] = fpt.load_patch(path)
+        model = models[name] = fpt.load_patch(path, backbone_path=backbone_path)
         cfg, metrics = model.patch.config, model.patch.metrics
         task = fpt.get_task(cfg.task, **cfg.task_args)
         test = fpt.evaluate(model, task.splits["test"], cfg.eval_batch_size, torch.device("cpu"))
@@ -304,6 +316,7 @@ def environment() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patch", action="append", required=True, help="a task patch (≥ 3 for the load test)")
+    parser.add_argument("--backbone-path", help="the backbone's folder, for a backbone the registry does not ship")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per batching mode")
     parser.add_argument("--examples", type=int, default=1, help="examples per request")
@@ -317,13 +330,13 @@ def main() -> None:
     parser.add_argument("--out", help="also write the report as JSON here")
     args = parser.parse_args()
     if args.memory:
-        report = memory(args.patch)
+        report = memory(args.patch, backbone_path=args.backbone_path)
     elif args.verify:
-        report = verify(args.patch)
+        report = verify(args.patch, backbone_path=args.backbone_path)
     else:
         modes = tuple(m for m in args.modes.split(",") if m)
         report = run(args.patch, args.clients, args.duration, args.examples, modes, args.in_process,
-                     args.max_wait_ms, args.threads, args.repeat)  # fmt: skip
+                     args.max_wait_ms, args.threads, args.repeat, args.backbone_path)  # fmt: skip
     report["environment"] = environment()
     text = json.dumps(report, indent=2)
     print(text)

@@ -68,7 +68,7 @@ def test_patch_holds_only_the_trained_tensors(trained_run):
 
 def test_reloaded_patch_predicts_as_the_trained_run(trained_run):
     cfg, run, result, path, patch = trained_run
-    model = from_patch(path)
+    model = from_patch(path, backbone_path=cfg.backbone_path)
     assert not model.training and model.patch.spec.name == "digits"
     test = fpt.evaluate(model, fpt.get_task("digits").splits["test"], 256, torch.device("cpu"))
     assert test == {"accuracy": result["test_accuracy"], "loss": result["test_loss"]}  # bit for bit
@@ -97,12 +97,12 @@ def test_patch_refuses_another_backbone(trained_run, tmp_path):
         from_patch(trained_run[3], backbone_path=str(tmp_path / "other"))
 
 
-def test_output_only_patch(tiny_cfg, tmp_path):
+def test_output_only_patch(tiny_cfg, tmp_path, tiny_bert_dir):
     fpt.train(tiny_cfg(train="output", steps=4, eval_every=2), out=tmp_path, quiet=True)
     _, patch = export(tmp_path)
     assert set(patch.tensors) == {"head.weight", "head.bias"} and patch.groups == ("output",)
     assert (tmp_path / f"{tmp_path.name}.fpt.safetensors").is_file()
-    model = from_patch(tmp_path / f"{tmp_path.name}.fpt.safetensors")  # the frozen input layer is rebuilt by seed
+    model = from_patch(tmp_path / f"{tmp_path.name}.fpt.safetensors", backbone_path=tiny_bert_dir)  # input by seed
     assert torch.equal(model.head.weight, patch.tensors["head.weight"])
 
 
@@ -159,16 +159,19 @@ def test_cli_export_and_load(trained_run, tmp_path, capsys):
     task = fpt.get_task("digits")
     examples = [task.splits["test"][i] for i in range(4)]
     (tmp_path / "in.json").write_text(json.dumps({"inputs": [x.tolist() for x, _ in examples]}))
-    assert main(["load", str(out), "--inputs", str(tmp_path / "in.json")]) == 0
+    assert main(["load", str(out), "--inputs", str(tmp_path / "in.json")]) == 2  # the backbone is the user's to name
+    assert "fpt does not read paths named inside a patch" in capsys.readouterr().err
+    load = ["load", str(out), "--backbone-path", cfg.backbone_path]
+    assert main([*load, "--inputs", str(tmp_path / "in.json")]) == 0
     captured = capsys.readouterr()
     predicted = json.loads(captured.out)
     x, mask, _ = collate(examples)
     with torch.no_grad():
-        expected = from_patch(out)(x, mask).argmax(-1).tolist()
+        expected = from_patch(out, backbone_path=cfg.backbone_path)(x, mask).argmax(-1).tolist()
     assert predicted["predictions"] == expected and predicted["labels"] == [[str(c) for c in r] for r in expected]
     assert "backbone verified" in captured.err
     (tmp_path / "bad.json").write_text(json.dumps({"inputs": [[[0.1, 0.2, float("nan"), 0.0]] * 16]}))
-    assert main(["load", str(out), "--inputs", str(tmp_path / "bad.json")]) == 2
+    assert main([*load, "--inputs", str(tmp_path / "bad.json")]) == 2
     assert "inputs[0]: values must be finite" in capsys.readouterr().err
 
 
@@ -194,7 +197,8 @@ def test_metadata_is_read_by_safetensors_and_bad_files_are_one_line(tmp_path):
 
     path = tmp_path / "x.safetensors"
     save_safetensors(path, {"w": torch.zeros(2)}, {"format": "fpt-test/1", "step": 3})
-    assert read_metadata(path, "fpt-test/1") == {"format": "fpt-test/1", "step": 3}
+    meta = read_metadata(path, "fpt-test/1")
+    assert meta.pop("sha256") and meta == {"format": "fpt-test/1", "step": 3}  # with the content digest
     for content, message in ((b"garbage-not-safetensors", "not a safetensors file"), (b"", "not a safetensors file")):
         path.write_bytes(content)
         with pytest.raises(fpt.FPTError, match=message) as err:

@@ -58,10 +58,15 @@ def examples() -> dict[str, list[torch.Tensor]]:
 
 @pytest.fixture(scope="module")
 def client(patches):
-    core, _ = build([f"{n}={p}" for n, p in patches.items()])
+    core, _ = build([f"{n}={p}" for n, p in patches.items()], backbone_path=backbone_of(patches))
     settings = Settings(allow_upload=True, upload_token=TOKEN, max_body_bytes=200_000, max_examples=64)
     with TestClient(create_app(core, settings)) as client:
         yield client
+
+
+def backbone_of(patches: dict[str, Path]) -> str:
+    """The tiny backbone's folder, which the caller names (a patch never chooses the path it is read from)."""
+    return read_patch(next(iter(patches.values()))).config.backbone_path
 
 
 def predict(client, name, inputs, **extra):
@@ -88,7 +93,7 @@ def test_served_predictions_match_the_reloaded_models(client, patches, examples)
         assert reply.status_code == 200, reply.text
         x, mask, _ = collate([(x, torch.zeros(1)) for x in xs])
         with torch.no_grad():
-            expected = from_patch(patches[name])(x, mask)
+            expected = from_patch(patches[name], backbone_path=backbone_of(patches))(x, mask)
         served = torch.tensor(reply.json()["logits"])
         assert torch.allclose(served, expected, atol=1e-5), name
         assert reply.json()["predictions"] == expected.argmax(-1).tolist()
@@ -97,7 +102,7 @@ def test_served_predictions_match_the_reloaded_models(client, patches, examples)
 def test_cross_task_rows_share_one_forward_and_keep_their_answers(patches, examples):
     """Requests for three tasks that arrive together: one forward pass (cross-task) or three (per-task), the same
     logits either way, and the same as each task alone."""
-    core, _ = build([f"{n}={p}" for n, p in patches.items()])
+    core, _ = build([f"{n}={p}" for n, p in patches.items()], backbone_path=backbone_of(patches))
     alone = {name: core.predict([(name, xs)])[0] for name, xs in examples.items()}
 
     async def burst(batching: str):
@@ -132,13 +137,13 @@ def test_served_logits_are_each_tasks_trained_model(patches, examples, tmp_path)
             tensors |= {k: tensors[k] + scale * torch.randn_like(tensors[k]) for k in keys}
         moved[name] = tmp_path / f"{name}.fpt.safetensors"
         save_safetensors(moved[name], tensors, patch.meta)
-    core, _ = build([f"{n}={p}" for n, p in moved.items()])
+    core, _ = build([f"{n}={p}" for n, p in moved.items()], backbone_path=backbone_of(patches))
     inputs = {**examples, "xor": [*examples["xor"], examples["xor"][0][:7], examples["xor"][1][:5]]}
     served = dict(zip(inputs, core.predict(list(inputs.items())), strict=True))
     for name, xs in inputs.items():
         x, mask, _ = collate([(x, torch.zeros(1)) for x in xs])
         with torch.no_grad():
-            trained = from_patch(moved[name])(x, mask)
+            trained = from_patch(moved[name], backbone_path=backbone_of(patches))(x, mask)
         assert (served[name] - trained).abs().max() <= 1e-6, name
 
 
@@ -241,7 +246,7 @@ def test_requests_read_and_write_no_files(client, examples, monkeypatch):
 
 
 def test_upload_is_off_by_default_and_needs_the_token(patches, tmp_path, tiny_bert_dir):
-    core, _ = build([f"xor={patches['xor']}"])
+    core, _ = build([f"xor={patches['xor']}"], backbone_path=backbone_of(patches))
     with TestClient(create_app(core)) as closed:
         assert closed.post("/v1/tasks", content=patches["digits"].read_bytes()).status_code == 403
     settings = Settings(allow_upload=True, upload_token=TOKEN, max_upload_bytes=1 << 20)
@@ -318,7 +323,7 @@ def raw_http(port: int, request: bytes) -> int:
 
 
 def test_live_server_refuses_lying_and_oversized_bodies(patches, loadtest, examples):
-    server = loadtest.Server([str(p) for p in patches.values()], "cross-task", True, 2.0, 1)
+    server = loadtest.Server([str(p) for p in patches.values()], "cross-task", True, 2.0, 1, backbone_of(patches))
     try:
         body = json.dumps({"inputs": [x.tolist() for x in examples["xor"]]}).encode()
         head = b"POST /v1/tasks/xor/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -336,7 +341,13 @@ def test_live_server_refuses_lying_and_oversized_bodies(patches, loadtest, examp
 
 def test_load_test_script_runs_clean(patches, loadtest):
     """scripts/loadtest.py against a live uvicorn server on 127.0.0.1 (in this process), both modes, briefly."""
-    report = loadtest.run([str(p) for p in patches.values()], clients=6, duration_s=1.5, in_process=True)
+    report = loadtest.run(
+        [str(p) for p in patches.values()],
+        clients=6,
+        duration_s=1.5,
+        in_process=True,
+        backbone_path=backbone_of(patches),
+    )
     for mode in ("cross-task", "per-task"):
         stats = report["modes"][mode]
         assert stats["errors"] == 0 and stats["requests"] > 0 and stats["p99_ms"] >= stats["p50_ms"] > 0, stats
@@ -350,7 +361,7 @@ def test_serve_options_set_the_servers_batching_and_limits(patches, examples):
     args = ["serve", "--patch", f"x={patches['xor']}", "--batching", "per-task", "--max-examples", "2"]
     settings = options_from_args(ServeSettings, build_parser("serve").parse_args([*args, "--max-body-mb", "0.001"]))
     assert settings.patches == [f"x={patches['xor']}"] and settings.max_body_bytes == int(0.001 * 2**20)
-    core, _ = build(settings.patches)
+    core, _ = build(settings.patches, backbone_path=backbone_of(patches))
     with TestClient(create_app(core, settings)) as client:
         assert client.get("/healthz").json()["batching"] == "per-task"
         assert predict(client, "x", [x.tolist() for x in examples["xor"][:2]]).status_code == 200

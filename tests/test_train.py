@@ -87,11 +87,14 @@ def nan_task() -> Task:
 
 
 def test_nan_loss_is_an_error_and_keeps_earlier_results(tiny_cfg, tmp_path):
-    fpt.train(tiny_cfg(), out=tmp_path, quiet=True)
-    before = (tmp_path / "result.json").read_text()
+    fpt.train(tiny_cfg(), out=tmp_path / "done", quiet=True)
+    before = (tmp_path / "done" / "result.json").read_text()
+    with pytest.raises(fpt.FPTError, match="already holds a run"):  # nothing starts in a finished run's folder
+        fpt.train(tiny_cfg(), out=tmp_path / "done", quiet=True, task=nan_task())
+    assert (tmp_path / "done" / "result.json").read_text() == before
     with pytest.raises(fpt.FPTError, match="training loss became nan at step 1"):
-        fpt.train(tiny_cfg(), out=tmp_path, quiet=True, task=nan_task())
-    assert (tmp_path / "result.json").read_text() == before
+        fpt.train(tiny_cfg(), out=tmp_path / "new", quiet=True, task=nan_task())
+    assert not (tmp_path / "new" / "result.json").exists()
 
 
 def test_sequence_longer_than_positions(tiny_cfg):

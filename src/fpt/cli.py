@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 import typing
 from argparse import SUPPRESS
 from pathlib import Path
@@ -19,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from fpt.config import TrainConfig, format_validation_error, make_config, read_yaml
+from fpt.config import TrainConfig, format_validation_error, make_config, members, read_yaml
 from fpt.errors import FPTError
 
 M = TypeVar("M", bound=BaseModel)
@@ -45,12 +44,6 @@ class Parser(argparse.ArgumentParser):
 
 
 # ---- options generated from pydantic models -------------------------------------------------------------------------
-
-
-def members(annotation: Any) -> tuple[Any, ...]:
-    """The types a field accepts: a union's members, or the annotation itself."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    return typing.get_args(annotation) if union else (annotation,)
 
 
 def field_choices(annotation: Any) -> list[str] | None:
@@ -165,17 +158,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume and not args.out:
         raise FPTError("--resume needs --out DIR: the folder of the run to continue")
-    given = args.config or any(name in vars(args) for name in TrainConfig.model_fields)
-    if args.resume and not given:  # no options: continue the run with the config its checkpoint holds
-        from fpt.shipping.checkpoint import saved_config
+    if args.resume:  # the checkpoint's config and what the command line gives (placement options may differ)
+        from fpt.shipping.checkpoint import CHECKPOINT_FILE, saved_config
 
-        cfg = saved_config(args.out)
+        given = read_yaml(args.config) if args.config else {}
+        given.update(given_values(TrainConfig, args, switches=False))
+        has_checkpoint = (Path(args.out) / CHECKPOINT_FILE).is_file()
+        saved = saved_config(args.out).model_dump() if has_checkpoint or not given else {}
+        cfg = make_config({**saved, **given})
     else:
         cfg = config_from_args(args)
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
         return 0
-    result = train(cfg, out=args.out, quiet=args.quiet, resume=args.resume)
+    result = train(cfg, out=args.out, quiet=args.quiet, resume=args.resume, overwrite=args.overwrite)
     if not launched().main:  # a data-parallel run reports once, from rank 0
         return 0
     where = f" → {Path(args.out) / 'result.json'}" if args.out else ""
@@ -215,7 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from fpt.shipping.patch import backbone_bytes_on_disk, describe_size, export
 
-    out, patch = export(args.run_dir, args.out)
+    out, patch = export(args.run_dir, args.out, overwrite=args.overwrite)
     params = sum(t.numel() for t in patch.tensors.values())
     size = describe_size(patch.nbytes, backbone_bytes_on_disk(patch.meta.get("backbone_source")))
     print(f"{out}: {len(patch.tensors)} tensors, {params:,} params ({', '.join(patch.groups)}), {size}")
@@ -227,7 +223,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     import torch
 
-    from fpt.shipping.multitask import check_examples, pad
+    from fpt.shipping.multitask import check_examples, check_outputs, pad
     from fpt.shipping.patch import from_patch
 
     model = from_patch(args.patch, backbone_path=args.backbone_path)
@@ -247,6 +243,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         examples = check_examples(spec, data.get("inputs") if isinstance(data, dict) else data, model.readout)
         with torch.inference_mode():
             logits = model(*pad(examples))  # (n, K, C)
+        check_outputs(logits)
         classes = logits.argmax(-1).tolist()
         labels = [[spec.label_names[c] for c in row] for row in classes] if spec.label_names else None
         print(json.dumps({"task": spec.name, "predictions": classes, "labels": labels}))
@@ -342,6 +339,11 @@ def build_parser(command: str | None = None) -> Parser:
         help="continue the killed run in --out DIR from its last checkpoint (same numbers as an unbroken run); "
         "with no config options, the checkpoint's config is used, else it must match",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out DIR (without it, a folder holding a run is refused)",
+    )
     add_options(p, TrainConfig, "training config (also settable in --config FILE.yaml)", switches=False)
     p.set_defaults(func=cmd_train)
 
@@ -358,11 +360,17 @@ def build_parser(command: str | None = None) -> Parser:
     p = sub.add_parser("export", help="write a finished run's trained tensors as a task patch (.fpt.safetensors)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (result.json, trained.safetensors)")
     p.add_argument("--out", metavar="FILE", help="the patch file (default: RUN_DIR/<RUN_DIR name>.fpt.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace the patch file if it exists (else refused)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("load", help="rebuild a model from a patch, checking its backbone; optionally predict")
     p.add_argument("patch", metavar="PATCH", help="a .fpt.safetensors file from fpt export")
-    p.add_argument("--backbone-path", metavar="DIR", help="the backbone folder, if not where the run loaded it from")
+    p.add_argument(
+        "--backbone-path",
+        metavar="DIR",
+        help="the backbone's folder or hub id, for a backbone the registry does not ship (a patch never names the "
+        "path it is read from; its fingerprint check verifies what you give)",
+    )
     p.add_argument("--inputs", metavar="FILE.json", help='predict {"inputs": [...]} (as POST .../predict) to stdout')
     p.set_defaults(func=cmd_load)
 

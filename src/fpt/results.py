@@ -19,12 +19,20 @@ from fpt.version import __version__
 PACKAGES = ("fpt", "torch", "transformers", "safetensors", "numpy", "scikit-learn", "aeon", "pydantic")
 
 
+def umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_atomic(path: str | Path, text: str | bytes) -> None:
-    """Write `text` (str or bytes) to `path` via a temp file in the same folder and a rename: never half-written."""
+    """Write `text` (str or bytes) to `path` via a temp file in the same folder and a rename: never half-written.
+    The file gets the mode a plain open() gives (0666 less the umask), not the temp file's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,10 +23,10 @@ from fpt.config import TrainConfig
 from fpt.distributed import Group, join, launched, leave, parallel
 from fpt.errors import FPTError
 from fpt.evaluate import Tracker, autocast, evaluate
-from fpt.placement import set_threads
+from fpt.placement import describe_bytes, set_threads
 from fpt.registry import MODELS
 from fpt.results import environment, write_atomic, write_json, write_jsonl
-from fpt.shipping.checkpoint import BatchStream, Checkpointer
+from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream, Checkpointer, config_differences, saved_config
 from fpt.shipping.patch import TRAINED_FILE, write_trained
 from fpt.tasks import Task, TaskSpec, get_task
 
@@ -124,12 +126,18 @@ def train(
     quiet: bool = False,
     task: Task | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train one FPT run and return its result record; with `out`, also write result.json, curve.jsonl, config.yaml
     and trained.safetensors there (atomically, only once the run has finished), and a checkpoint at each validation.
-    `resume` continues the killed run in `out` from its checkpoint and ends with the numbers of an unbroken run."""
+    `resume` continues the killed run in `out` from its checkpoint and ends with the numbers of an unbroken run. A
+    folder that already holds a run is refused unless `resume` (continue it) or `overwrite` (replace it) is given."""
     if resume and out is None:
         raise FPTError("resuming a run needs its folder: give out (--out DIR)")
+    if out is not None:
+        check_out(Path(out), resume, overwrite)
+        if resume:
+            check_resumable(Path(out), cfg)
     group = launched()  # several processes under torchrun / accelerate launch: data parallel (fpt.distributed)
     device, started = join(group, resolve_device(cfg.device))
     try:
@@ -159,6 +167,8 @@ def run(
         model = build_model(cfg, task).to(device)
     model.train()
     counts = freeze.count(model)
+    if out is not None:
+        check_disk(Path(out), model, groups)
     set_threads(cfg.threads)  # --threads, else the cores other processes leave free (after any user error)
     if cfg.cache_features:  # the reservoir: frozen features once per example, then the head alone trains on them
         task, model = reservoir(model, task, cfg.eval_batch_size, device)
@@ -205,6 +215,55 @@ def run(
     if out is not None and group.main:
         write_run(Path(out), cfg, task.spec, model, tracker.curve, result, checkpoints)
     return result
+
+
+RUN_FILES = (CHECKPOINT_FILE, "result.json", TRAINED_FILE, "curve.jsonl", "config.yaml")  # what a run leaves in --out
+
+
+def check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Before anything runs: `out` must be a folder (or not exist yet) that fpt can write, and hold no run unless the
+    run is resumed or replaced (`overwrite` deletes the earlier run's files now, so none of them outlives it)."""
+    if resume and overwrite:
+        raise FPTError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
+    if out.exists() and not out.is_dir():
+        raise FPTError(f"--out {out} is a file; give a folder for the run's files")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FPTError(f"--out {out}: cannot write in {existing} (permission denied)")
+    held = [name for name in RUN_FILES[:2] if (out / name).is_file()]
+    if held and not resume and not overwrite:
+        raise FPTError(
+            f"{out} already holds a run ({' and '.join(held)}); continue it with --resume, replace it with "
+            f"--overwrite, or give another --out"
+        )
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def check_resumable(out: Path, cfg: TrainConfig) -> None:
+    """Before anything loads: the checkpoint in `out`, if any, is of this config (placement options aside)."""
+    if (out / CHECKPOINT_FILE).is_file():
+        saved = saved_config(out).model_dump()
+        mine = cfg.model_dump()
+        unresolved = {k: saved[k] for k in ("steps", "eval_every") if mine[k] is None}  # the task's defaults
+        differences = config_differences(saved, {**mine, **unresolved})
+        if differences:
+            raise FPTError(f"cannot resume {out}: the config differs in {'; '.join(differences)}")
+
+
+def check_disk(out: Path, model: nn.Module, groups: tuple[str, ...]) -> None:
+    """Refuse to start a run whose checkpoint (trained tensors, their best copy and two optimizer moments, plus the
+    patch-sized trained file) would not fit on the disk of `out`."""
+    trained = sum(t.numel() * t.element_size() for t in freeze.trained_state(model, groups).values())
+    need = 5 * trained + (1 << 20)  # and a megabyte of metadata, curves and results
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise FPTError(
+            f"--out {out}: the run's files need about {describe_bytes(need)} and its disk has {describe_bytes(free)} "
+            f"free"
+        )
 
 
 def progress_bar(cfg: TrainConfig, initial: int, disable: bool) -> tqdm:

@@ -8,6 +8,7 @@ rotary angles) and applies its own embedding normalisation, exactly as the pretr
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -162,9 +163,21 @@ def load_hf(
         set_dropout(config, dropout, *dropout_keys)
     if init == "random":
         return model_cls._from_config(config, attn_implementation="sdpa", **kwargs)
-    model, info = model_cls.from_pretrained(
-        source, config=config, local_files_only=True, attn_implementation="sdpa", output_loading_info=True, **kwargs
-    )
+    try:  # safetensors only: a pickled pytorch_model.bin is never unpickled
+        model, info = model_cls.from_pretrained(
+            source,
+            config=config,
+            local_files_only=True,
+            use_safetensors=True,
+            attn_implementation="sdpa",
+            output_loading_info=True,
+            **kwargs,
+        )
+    except (OSError, ValueError, pickle.UnpicklingError) as err:
+        raise FPTError(
+            f"cannot load backbone weights from {source!r}: {str(err).splitlines()[0]} (fpt reads safetensors "
+            f"weights only, never pickle: save the model with save_pretrained(..., safe_serialization=True))"
+        ) from None
     check_loading(source, info["missing_keys"], info["unexpected_keys"], allowed_unused)
     return model
 

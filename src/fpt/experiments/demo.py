@@ -20,7 +20,7 @@ def run_demo(out: Path, steps: int | None = None, quiet: bool = False) -> str:
     started = time.perf_counter()
     for task, init in DEMO_RUNS:
         cfg = TrainConfig(task=task, backbone="minilm", init=init, steps=steps or DEMO_STEPS[task], seed=0)
-        result = train(cfg, out=out / f"{task}-{init}", quiet=quiet)
+        result = train(cfg, out=out / f"{task}-{init}", quiet=quiet, overwrite=True)  # the demo's own folders
         print(
             f"{task:8} {init:10} test accuracy {result['test_accuracy']:.4f}  "
             f"({result['train_seconds']:.0f} s, {result['trainable_params']:,} of {result['total_params']:,} "

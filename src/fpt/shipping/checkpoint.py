@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import Field as PydanticField
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from fpt import freeze
-from fpt.config import TrainConfig, identity, make_config
+from fpt.config import TrainConfig, format_validation_error, identity, make_config
 from fpt.distributed import Group, RankBatches
 from fpt.errors import FPTError
-from fpt.evaluate import Tracker
+from fpt.evaluate import COUNTERS, Tracker
 from fpt.shipping.patch import (
     frozen_fingerprint,
     load_state_strict,
@@ -66,6 +68,7 @@ class BatchStream:
         self.global_size = min(batch_size, len(split))  # rows per step, over all processes
         self.sampler = ResumableSampler(split, torch.Generator().manual_seed(seed))
         batches = BatchSampler(self.sampler, batch_size, drop_last=len(split) >= batch_size)
+        self.per_epoch = len(batches)  # batches in an epoch (over all processes)
         self.loader = DataLoader(
             split,
             batch_sampler=RankBatches(batches, group or Group()),
@@ -115,7 +118,10 @@ def saved_config(out: str | Path) -> TrainConfig:
     path = Path(out) / CHECKPOINT_FILE
     if not path.is_file():
         raise FPTError(f"{no_checkpoint(Path(out))} to take the config from; give the run's options to start it")
-    return make_config(read_metadata(path, CHECKPOINT_FORMAT)["config"])
+    config = read_metadata(path, CHECKPOINT_FORMAT).get("config")
+    if not isinstance(config, dict):
+        raise FPTError(f"{path}: corrupt checkpoint metadata (config: missing or not a mapping)")
+    return make_config(config)
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -123,6 +129,38 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     keys = set(saved) | set(current)
     differing = sorted(k for k in keys if saved.get(k) != current.get(k))
     return [f"{k} (checkpoint {saved.get(k)!r}, now {current.get(k)!r})" for k in differing]
+
+
+class CheckpointMeta(BaseModel):
+    """The metadata a checkpoint must hold, with its types (checked before anything is restored)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    format: str
+    config: dict[str, Any]
+    frozen_sha256: str
+    position: int
+    step: int = PydanticField(ge=1)
+    best: dict[str, float | int]
+    curve: list[dict[str, Any]] = PydanticField(min_length=1)
+    counters: dict[str, float | int | bool]
+    optimizer_groups: list[dict[str, Any]] = PydanticField(min_length=1)
+    scheduler: dict[str, Any]
+
+    @field_validator("curve")
+    @classmethod
+    def _steps(cls, curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not all(isinstance(row.get("step"), int) and not isinstance(row.get("step"), bool) for row in curve):
+            raise ValueError("every row needs an integer step")
+        return curve
+
+    @field_validator("counters")
+    @classmethod
+    def _counters(cls, counters: dict[str, Any]) -> dict[str, Any]:
+        missing = [name for name in COUNTERS if name not in counters]
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}")
+        return counters
 
 
 class Checkpointer:
@@ -191,11 +229,71 @@ class Checkpointer:
             print(f"fpt: {no_checkpoint(self.path.parent)}; starting the run from step 0", file=sys.stderr)
             return None
         tensors, meta = read_safetensors(read_file(self.path), str(self.path), CHECKPOINT_FORMAT, finite_floats=False)
+        self.check(tensors, meta)
+        try:
+            return self.restore(tensors, meta)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:  # what the checks cannot foresee
+            raise FPTError(f"{self.path}: corrupt checkpoint ({type(err).__name__}: {err})") from None
+
+    def check(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Before anything is restored: the metadata has its fields and types, agrees with itself (step, curve,
+        validation schedule, data position) and with the run, and the tensors are what a run saves (finite weights
+        and optimizer moments, RNG states of the right shape)."""
+        where = str(self.path)
+        try:
+            CheckpointMeta(**meta)
+        except ValidationError as err:
+            message = format_validation_error(err, CheckpointMeta)
+            raise FPTError(f"{where}: corrupt checkpoint metadata ({message})") from None
         differences = config_differences(meta["config"], self.config)
         if differences:
             raise FPTError(f"cannot resume {self.path.parent}: the config differs in {'; '.join(differences)}")
         if meta["frozen_sha256"] != self.fingerprint:
             raise FPTError(f"cannot resume {self.path.parent}: the backbone's frozen weights differ from the run's")
+        steps, every = self.config["steps"], self.config["eval_every"]
+        validated = [row["step"] for row in meta["curve"]]
+        schedule = [s for s in range(1, steps + 1) if s % every == 0 or s == steps][: len(validated)]
+        if validated != schedule or not validated or meta["step"] != validated[-1]:
+            raise FPTError(
+                f"{where}: the checkpoint's step {meta['step']} disagrees with its learning curve (validated at "
+                f"{validated[:3]}{'…' if len(validated) > 3 else ''}, {len(validated)} rows; every {every} steps)"
+            )
+        if not 1 <= meta["position"] <= self.batches.per_epoch:
+            raise FPTError(
+                f"{where}: the checkpoint's data position {meta['position']} is outside an epoch of "
+                f"{self.batches.per_epoch} batches"
+            )
+        expected = {"rng/torch": torch.get_rng_state(), "rng/sampler": self.batches.sampler.generator.get_state()}
+        for name, like in expected.items():
+            state = tensors.get(name)
+            if state is None or state.dtype != like.dtype or state.shape != like.shape:
+                got = "missing" if state is None else f"{str(state.dtype).removeprefix('torch.')} {list(state.shape)}"
+                raise FPTError(f"{where}: RNG state {name!r} is {got}, not uint8 {list(like.shape)}")
+        for name, t in tensors.items():
+            if not name.startswith("rng/") and t.is_floating_point() and not torch.isfinite(t).all():
+                raise FPTError(f"{where}: tensor {name!r} holds NaN or inf values: the checkpoint is corrupt")
+        self.check_optimizer(tensors, where)
+
+    def check_optimizer(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        """Every trained tensor has its optimizer moments, shaped like it (torch would silently start a tensor whose
+        state is missing from zero)."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        saved: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/")
+                saved.setdefault(int(index), {})[name] = value
+        for i, p in enumerate(params):
+            state = saved.get(i, {})
+            moments = [n for n in ("exp_avg", "exp_avg_sq") if n not in state or state[n].shape != p.shape]
+            if moments or "step" not in state:
+                raise FPTError(f"{where}: optimizer state of trained tensor {i} is missing or misshaped "
+                               f"({', '.join(moments) or 'step'}): the checkpoint is corrupt")  # fmt: skip
+        if set(saved) - set(range(len(params))):
+            raise FPTError(f"{where}: optimizer state for {len(saved)} tensors, the run trains {len(params)}")
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Tracker:
+        """Load the checked checkpoint into the model, optimizer, scheduler, data stream and RNGs."""
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}

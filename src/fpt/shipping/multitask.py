@@ -34,6 +34,17 @@ PER_TASK_GROUPS = ("layernorm", "positional")  # backbone groups a served patch 
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def check_outputs(logits: torch.Tensor) -> None:
+    """Logits (n, K, C) must be finite: an example whose values overflow the model (features of 1e38) gets an error
+    naming it, not a class picked from NaNs."""
+    bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().flatten().tolist()
+    if bad:
+        raise FPTError(
+            f"inputs[{bad[0]}]: the model's outputs are not finite for this example (its values are too large for "
+            f"the model; scale the inputs as in training)"
+        )
+
+
 def check_examples(spec: TaskSpec, inputs: Any, readout: str | None = None) -> list[torch.Tensor]:
     """Validate a list of examples for a task and turn them into tensors: each (T, input_dim) finite floats for a
     features task, or (T,) token ids in 1..input_dim-1 for a tokens task (0 is padding), with T at most the task's

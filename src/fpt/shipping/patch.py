@@ -27,6 +27,7 @@ from torch import nn
 from fpt import freeze
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
+from fpt.placement import available_memory, describe_bytes
 from fpt.results import write_atomic
 from fpt.tasks.base import TaskSpec
 from fpt.version import __version__
@@ -35,6 +36,7 @@ PATCH_FORMAT = "fpt-patch/1"
 TRAINED_FORMAT = "fpt-trained/1"
 TRAINED_FILE = "trained.safetensors"  # written by fpt.train beside result.json
 PATCH_SUFFIX = ".fpt.safetensors"
+MAX_BUILD_BYTES = 256 << 20  # layers a patch's task spec may size beyond 64 × the patch's bytes
 MAX_HEADER_BYTES = 16 << 20  # a patch header is a few KB of JSON, a checkpoint's grows with its curve
 METRICS = (
     "val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_step", "steps_run", "trainable_params",
@@ -79,14 +81,29 @@ def backbone_fingerprint(backbone: nn.Module, groups: Iterable[str]) -> str:
 # ---- safetensors files: atomic writes, strict reads -------------------------------------------------------------
 
 
+INTEGRITY_KEY = "sha256"  # metadata entry: content_digest of the file's tensors and other metadata
+
+
+def content_digest(tensors: dict[str, torch.Tensor], stored: dict[str, str]) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes) and every stored metadata string but the digest's own:
+    a flipped byte in a tensor or an edited field (a checkpoint's step, a patch's task spec) changes it."""
+    digest = hashlib.sha256(b"fpt-content/1\n")
+    for key in sorted(stored):
+        if key != INTEGRITY_KEY:
+            digest.update(json.dumps([key, stored[key]]).encode() + b"\n")
+    digest.update(fingerprint(tensors.items()).encode())
+    return digest.hexdigest()
+
+
 def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> int:
     """Write tensors + metadata through a temporary file and a rename; returns the size. Metadata values are stored
-    JSON-encoded, except `format` (plain text, so a reader can tell the kind of file before decoding anything)."""
+    JSON-encoded, except `format` (plain text, so a reader can tell the kind of file before decoding anything), with
+    the content digest that read_safetensors verifies."""
     path = Path(path)
-    data = safetensors.torch.save(
-        {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
-        metadata={k: v if k == "format" else json.dumps(v) for k, v in metadata.items()},
-    )
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    stored = {k: v if k == "format" else json.dumps(v) for k, v in metadata.items() if k != INTEGRITY_KEY}
+    stored[INTEGRITY_KEY] = json.dumps(content_digest(tensors, stored))
+    data = safetensors.torch.save(tensors, metadata=stored)
     write_atomic(path, data)
     return len(data)
 
@@ -129,21 +146,37 @@ def read_metadata(path: str | Path, expected_format: str) -> dict[str, Any]:
 def read_safetensors(
     data: bytes, where: str, expected_format: str, finite_floats: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and decoded metadata of an fpt safetensors blob whose metadata says `format: expected_format`; with
-    `finite_floats`, every tensor must be finite floating point (weights; not RNG states)."""
+    """Tensors and decoded metadata of an fpt safetensors blob whose metadata says `format: expected_format`, its
+    content digest verified; with `finite_floats`, every tensor must be finite floating point (weights; not RNG
+    states)."""
     meta = read_header(data, where)
+    kind = expected_format.split("/")[0]
     if meta.get("format") != expected_format:
         found = f"format {meta['format']!r}" if "format" in meta else "no fpt metadata"
-        raise FPTError(f"{where}: not an {expected_format.split('/')[0]} file ({found}; expected {expected_format!r})")
+        raise FPTError(f"{where}: not an {kind} file ({found}; expected {expected_format!r})")
     try:
         tensors = safetensors.torch.load(data)
         decoded = {k: v if k == "format" else json.loads(v) for k, v in meta.items()}
     except (safetensors.SafetensorError, json.JSONDecodeError, ValueError) as err:
-        raise FPTError(f"{where}: corrupt {expected_format.split('/')[0]} file ({err})") from None
+        raise FPTError(f"{where}: corrupt {kind} file ({err})") from None
+    check_digest(tensors, meta, decoded.get(INTEGRITY_KEY), where)
     for name, t in tensors.items() if finite_floats else ():
-        if not t.is_floating_point() or not torch.isfinite(t).all():
-            raise FPTError(f"{where}: tensor {name!r} is not finite floating point")
+        if not t.is_floating_point():
+            raise FPTError(f"{where}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}, not floating point")
+        if not torch.isfinite(t).all():
+            raise FPTError(f"{where}: tensor {name!r} holds NaN or inf values")
     return tensors, decoded
+
+
+def check_digest(tensors: dict[str, torch.Tensor], stored: dict[str, str], recorded: Any, where: str) -> None:
+    """The recorded content digest must match the tensors and metadata read: else the file was corrupted or edited."""
+    if recorded is None:
+        raise FPTError(f"{where}: no content digest (sha256) in its metadata: written by fpt 0.1 or edited")
+    if recorded != content_digest(tensors, stored):
+        raise FPTError(
+            f"{where}: content does not match its sha256 digest (recorded {str(recorded)[:16]}…): the file is "
+            f"corrupt or was edited"
+        )
 
 
 def read_file(path: str | Path) -> bytes:
@@ -234,6 +267,33 @@ def spec_from_dict(data: Any, where: str) -> TaskSpec:
     return spec
 
 
+def check_spec_fits_tensors(spec: TaskSpec, tensors: dict[str, torch.Tensor], where: str, nbytes: int) -> None:
+    """The task spec must agree with the patch's own input layer and head before a model is built from it, and the
+    layers the spec sizes (built before the patch is copied in) may take at most MAX_BUILD_BYTES or 64 × the patch's
+    size: a spec cannot make the loader allocate what the patch's tensors do not show."""
+    head, layer = tensors.get("head.weight"), tensors.get("input_layer.weight")
+    outputs = spec.predictions_per_token * spec.num_classes
+    if head is not None and (head.dim() != 2 or head.shape[0] != outputs):
+        raise FPTError(
+            f"{where}: task_spec gives {outputs} outputs per read-out token (predictions_per_token × num_classes) but "
+            f"head.weight is {list(head.shape)}"
+        )
+    if layer is not None:
+        size = layer.shape[0] if spec.input == "tokens" else layer.shape[-1]
+        if layer.dim() != 2 or size != spec.input_dim:
+            raise FPTError(f"{where}: task_spec gives input_dim {spec.input_dim} but input_layer.weight is "
+                           f"{list(layer.shape)}")  # fmt: skip
+    width = head.shape[-1] if head is not None else layer.shape[-1] if layer is not None else 1024
+    need = 4 * width * (spec.input_dim + outputs)  # fp32 input layer and head
+    free = available_memory()
+    limit = min(max(MAX_BUILD_BYTES, 64 * nbytes), free // 2 if free is not None else MAX_BUILD_BYTES)
+    if need > limit:
+        raise FPTError(
+            f"{where}: task_spec sizes (input_dim {spec.input_dim}, {outputs} outputs) would need "
+            f"{describe_bytes(need)} of layers that the patch's {describe_bytes(nbytes)} do not hold; refused"
+        )
+
+
 def parse_patch(data: bytes, where: str) -> Patch:
     """Validate a patch's bytes (from a file or an upload): format, metadata, finite float tensors."""
     tensors, meta = read_safetensors(data, where, PATCH_FORMAT)
@@ -249,6 +309,7 @@ def parse_patch(data: bytes, where: str) -> Patch:
         raise FPTError(f"{where}: bad patch metadata ({err})") from None
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     spec = spec_from_dict(meta["task_spec"], where)
+    check_spec_fits_tensors(spec, tensors, where, len(data))
     params = sum(t.numel() for t in tensors.values())
     return Patch(tensors, config, spec, groups, meta["frozen_sha256"], metrics, meta, len(data), params)
 
@@ -257,8 +318,9 @@ def read_patch(path: str | Path) -> Patch:
     return parse_patch(read_file(path), str(path))
 
 
-def export(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Patch]:
-    """Turn a finished run folder (trained.safetensors + result.json) into a patch file; returns its path and it."""
+def export(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Patch]:
+    """Turn a finished run folder (trained.safetensors + result.json) into a patch file; returns its path and it. An
+    existing file at the patch's path is refused unless `overwrite`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FPTError(f"run folder not found: {run_dir}")
@@ -268,7 +330,8 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Pa
         )
     if not (run_dir / TRAINED_FILE).is_file():
         raise FPTError(f"{run_dir} has no {TRAINED_FILE} (written by fpt train since fpt 0.1; train the run again)")
-    tensors, meta = read_safetensors(read_file(run_dir / TRAINED_FILE), str(run_dir / TRAINED_FILE), TRAINED_FORMAT)
+    trained = run_dir / TRAINED_FILE
+    tensors, meta = read_safetensors(read_file(trained), str(trained), TRAINED_FORMAT)
     try:
         result = json.loads((run_dir / "result.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -276,8 +339,12 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Pa
     if result.get("config") != meta.get("config"):
         raise FPTError(f"{run_dir}: result.json and {TRAINED_FILE} come from different runs (their configs differ)")
     out = Path(out) if out is not None else run_dir / f"{run_dir.resolve().name}{PATCH_SUFFIX}"
+    if out.is_dir():
+        raise FPTError(f"--out {out} is a folder; give the patch file's path")
+    if out.exists() and not overwrite:
+        raise FPTError(f"{out} already exists; give --overwrite to replace it, or another --out")
     meta = {
-        **meta,
+        **{k: v for k, v in meta.items() if k != INTEGRITY_KEY},
         "format": PATCH_FORMAT,
         "fpt_version": __version__,
         "trained_with_fpt_version": meta.get("fpt_version"),
@@ -313,6 +380,18 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], groups
             params[name].copy_(tensor)
 
 
+def backbone_source(patch: Patch, backbone_path: str | None, where: str) -> str | None:
+    """Where the backbone is read from: the caller's `backbone_path`, else the registry's default. A patch never
+    chooses a path to read (its config's backbone_path is a record of where it was trained, not an instruction)."""
+    if backbone_path is None and patch.config.backbone_path is not None:
+        raise FPTError(
+            f"{where} was trained on backbone {patch.backbone!r} from {patch.config.backbone_path!r}; fpt does not "
+            f"read paths named inside a patch: give that backbone's folder or hub id (--backbone-path), its frozen "
+            f"weights are checked against the patch"
+        )
+    return backbone_path
+
+
 def from_patch(path: str | Path, backbone_path: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the trained model from a patch: the backbone it names (or the folder `backbone_path`), checked against
     the patch's fingerprint of the frozen weights, with the patch's tensors loaded. Returned in eval mode, with the
@@ -320,8 +399,8 @@ def from_patch(path: str | Path, backbone_path: str | None = None, device: str |
     from fpt.registry import MODELS
 
     patch = read_patch(path)
-    cfg = patch.config if backbone_path is None else patch.config.model_copy(update={"backbone_path": backbone_path})
-    cfg = cfg.model_copy(update={"device": "cpu"})
+    cfg = patch.config.model_copy(update={"backbone_path": backbone_source(patch, backbone_path, str(path)),
+                                          "device": "cpu"})  # fmt: skip
     with torch.random.fork_rng(devices=[]):  # the same seeded build as fpt.train.build_model, without side effects
         torch.manual_seed(cfg.seed)
         model = MODELS.build(cfg.model, cfg=cfg, spec=patch.spec)

@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from fpt.backbones import Backbone, get_backbone
 from fpt.config import format_validation_error
 from fpt.errors import FPTError
-from fpt.shipping.multitask import SharedCore, build_core, check_examples
-from fpt.shipping.patch import PATCH_SUFFIX, Patch, parse_patch, read_patch
+from fpt.shipping.multitask import SharedCore, build_core, check_examples, check_outputs
+from fpt.shipping.patch import PATCH_SUFFIX, Patch, backbone_source, parse_patch, read_patch
 from fpt.version import __version__
 
 Batching = Literal["cross-task", "per-task"]
@@ -305,6 +305,10 @@ def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastA
         except FPTError as err:
             raise HTTPException(422, str(err)) from None
         logits = await batcher.predict(name, examples)  # (n, K, C)
+        try:
+            check_outputs(logits)
+        except FPTError as err:
+            raise HTTPException(422, str(err)) from None
         classes = logits.argmax(-1).tolist()
         names = task.spec.label_names
         return {
@@ -323,8 +327,8 @@ def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastA
     async def add_task(request: Request, name: str | None = None) -> dict[str, Any]:
         if not (settings.allow_upload and settings.upload_token):
             raise HTTPException(403, "adding tasks at run time is off (fpt serve --allow-upload with FPT_SERVE_TOKEN)")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(given, settings.upload_token.encode()):
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), settings.upload_token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
         data = await request.body()
         try:
@@ -350,13 +354,14 @@ def parse_patch_arg(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def load_backbone(name: str | None, path: str | None, patches: list[Patch]) -> Backbone:
-    """The backbone to share: `name` (default: the patches' backbone) from `path` (default: the folder the first
-    patch was trained with, else the registry's default), built as the patches' init."""
+def load_backbone(name: str | None, path: str | None, patches: list[Patch], where: str = "") -> Backbone:
+    """The backbone to share: `name` (default: the patches' backbone) from `path` (default: the registry's; a patch
+    never chooses a path to read), built as the patches' init."""
     first = patches[0].config if patches else None
     name = name or (first.backbone if first else "minilm")
     same = first is not None and first.backbone == name
-    path = path or (first.backbone_path if same else None)
+    if same and path is None:
+        backbone_source(patches[0], None, where or "the first patch")
     init = first.init if same else "pretrained"
     with torch.random.fork_rng(devices=[]):  # a random-init backbone is rebuilt from its run's seed, as fpt.train did
         torch.manual_seed(first.seed if same else 0)
@@ -369,7 +374,7 @@ def build(
     """Load the backbone once and every patch onto it; returns the core and one line per task for the log."""
     named = [parse_patch_arg(p) for p in patch_args]
     patches = [read_patch(path) for _, path in named]
-    core = build_core(load_backbone(backbone, backbone_path, patches))
+    core = build_core(load_backbone(backbone, backbone_path, patches, str(named[0][1]) if named else ""))
     lines = []
     for (name, path), patch in zip(named, patches, strict=True):
         core.add(name, patch, str(path))
