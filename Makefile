@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean faults
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(BIN)/.installed
 
 test: lint
 	$(BIN)/pytest -q
+
+faults: $(BIN)/.installed
+	FPT_FAULT_REPORT=results/reliability/faults.json $(BIN)/pytest -q tests/test_faults.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
