@@ -16,7 +16,7 @@ from fpt.performance import render as bench_render
 from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance")
+DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance", "reliability")
 
 
 def text(name: str) -> str:
@@ -71,6 +71,24 @@ def test_readme_offline_suite_pretrained_vs_random_rows_are_rendered_from_the_re
     fashion = next(line for line in versus if line.startswith("| fashion-mnist |"))
     assert fashion.split(" | ")[-1].startswith("-14.5 [") and fashion.endswith("(lower) |")
     assert "by 14.5 points" in flat(readme)
+
+
+def fault_figures() -> str:
+    """The reliability figures, as the README and docs/reliability.md state them, from `make faults`' record."""
+    r = read_json(ROOT / "results/reliability/faults.json")
+    return (
+        f"{r['cases']} fault cases tried, {r['refused']} refused with one line and every file left as it was, "
+        f"{r['accepted']} accepted; {r['kill_points_identical']} of {r['kill_points']} random kill points resumed to "
+        f"the unbroken run byte for byte"
+    )
+
+
+def test_reliability_figures_come_from_the_fault_record():
+    r = read_json(ROOT / "results/reliability/faults.json")
+    assert r["accepted"] == 0 and r["refused"] == r["cases"] == len([o for o in r["outcomes"] if o["kind"] != "kill"])
+    assert r["kill_points"] >= 5 and r["kill_points_identical"] == r["kill_points"]
+    for page in ("README.md", "reliability"):
+        assert fault_figures() in flat(text(page)), page
 
 
 def test_benchmarks_md_is_rendered_from_the_bench_record():
