@@ -213,11 +213,17 @@ CHECKPOINT_CASES = {
     ),  # fmt: skip
     "NaN in a trained tensor": (nan_first_trained, None, False, "holds NaN or inf"),
     "digest removed": (None, lambda m: {k: v for k, v in m.items() if k != "sha256"}, True, "no content digest"),
+    "optimizer moment misshaped": (
+        lambda t: {**t, "optimizer/0/exp_avg": torch.zeros(3)},
+        None,
+        False,
+        "optimizer state of trained tensor 0 is missing or misshaped (exp_avg)",
+    ),
     "optimizer moment missing": (
         lambda t: {k: v for k, v in t.items() if not k.startswith("optimizer/0/")},
         None,
         False,
-        "optimizer state of trained tensor 0 is missing",
+        "optimizer state for tensors",
     ),  # fmt: skip
 }
 
@@ -454,6 +460,22 @@ def test_kills_at_random_points_resume_to_the_unbroken_run(runs, tmp_path, monke
         OUTCOMES.append({"case": f"kill {where} {at}", "kind": "kill", "outcome": "identical" if same else "differs"})
         assert same, (where, at)
         assert not list(out.glob(".*.tmp"))
+
+
+def test_a_fully_trained_baseline_with_unused_weights_resumes(runs, tmp_path, monkeypatch):
+    """The transformer baseline trains every weight, but its token embeddings get no gradient on a features task, so
+    Adam keeps no state for them: its checkpoint is still whole, and the resumed run equals the unbroken one."""
+    cfg = runs["cfg"].model_copy(update={"model": "transformer", "train": "all", "lr": 1e-4, "steps": 12})
+    fpt.train(cfg, out=tmp_path / "unbroken", quiet=True)
+    interrupt_after(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        fpt.train(cfg, out=tmp_path / "killed", quiet=True)
+    monkeypatch.undo()
+    meta = read_header((tmp_path / "killed" / CHECKPOINT_FILE).read_bytes(), "checkpoint")
+    trained = sum(len(group["params"]) for group in json.loads(meta["optimizer_groups"]))
+    assert len(json.loads(meta["optimizer_state"])) < trained  # some trained tensors have no state
+    fpt.train(cfg, out=tmp_path / "killed", quiet=True, resume=True)
+    assert record(tmp_path / "killed") == record(tmp_path / "unbroken")
 
 
 def test_resume_with_placement_options_continues(runs, tmp_path, capsys):

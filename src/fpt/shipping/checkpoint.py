@@ -217,6 +217,8 @@ class Checkpointer:
                 "position": position,
                 **tracker.metadata(),
                 "optimizer_groups": optimizer["param_groups"],
+                "optimizer_state": sorted(optimizer["state"]),  # trained tensors with state (a tensor that never
+                # had a gradient, e.g. an unused embedding of a fully trained baseline, has none)
                 "scheduler": self.scheduler.state_dict(),
             },
         )
@@ -272,25 +274,29 @@ class Checkpointer:
         for name, t in tensors.items():
             if not name.startswith("rng/") and t.is_floating_point() and not torch.isfinite(t).all():
                 raise FPTError(f"{where}: tensor {name!r} holds NaN or inf values: the checkpoint is corrupt")
-        self.check_optimizer(tensors, where)
+        self.check_optimizer(tensors, meta, where)
 
-    def check_optimizer(self, tensors: dict[str, torch.Tensor], where: str) -> None:
-        """Every trained tensor has its optimizer moments, shaped like it (torch would silently start a tensor whose
-        state is missing from zero)."""
+    def check_optimizer(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: str) -> None:
+        """Every trained tensor the checkpoint says has optimizer state has its moments and step, shaped like it
+        (torch would silently start a tensor whose state is missing from zero), and no other tensor has state."""
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         saved: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("optimizer/"):
                 _, index, name = key.split("/")
                 saved.setdefault(int(index), {})[name] = value
-        for i, p in enumerate(params):
-            state = saved.get(i, {})
-            moments = [n for n in ("exp_avg", "exp_avg_sq") if n not in state or state[n].shape != p.shape]
+        listed = meta.get("optimizer_state", sorted(saved))  # checkpoints written before the list: what they hold
+        if not isinstance(listed, list) or set(saved) != set(listed) or not set(listed) <= set(range(len(params))):
+            raise FPTError(
+                f"{where}: optimizer state for tensors {sorted(saved)[:5]}… but the checkpoint lists "
+                f"{str(listed)[:40]} of {len(params)} trained tensors: the checkpoint is corrupt"
+            )
+        for i in listed:
+            state, shape = saved[i], params[i].shape
+            moments = [n for n in ("exp_avg", "exp_avg_sq") if n not in state or state[n].shape != shape]
             if moments or "step" not in state:
                 raise FPTError(f"{where}: optimizer state of trained tensor {i} is missing or misshaped "
                                f"({', '.join(moments) or 'step'}): the checkpoint is corrupt")  # fmt: skip
-        if set(saved) - set(range(len(params))):
-            raise FPTError(f"{where}: optimizer state for {len(saved)} tensors, the run trains {len(params)}")
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Tracker:
         """Load the checked checkpoint into the model, optimizer, scheduler, data stream and RNGs."""
