@@ -7,7 +7,9 @@ import torch
 
 from fpt.cli import main
 from fpt.errors import FPTError
-from fpt.performance.bench import ROWS, TensorBytes, parse_shape
+from fpt.performance.bench import ABLATIONS, ROWS, TensorBytes, parse_shape
+
+TESTED_ROWS = [r for r in ROWS if r != "reference-compiled"]  # compiling takes a minute; its skip path is tested
 
 ROW_FIELDS = {
     "step_seconds",
@@ -26,7 +28,19 @@ def record(tiny_bert_dir, tmp_path_factory):
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("bench")
     args = ["bench", "--backbone", "bert", "--backbone-path", tiny_bert_dir, "--shape", "bit-memory=4x24"]
-    args += ["--shape", "long=2x64", "--repeats", "2", "--warmup", "1", "--threads", "1", "--json"]
+    args += [
+        "--shape",
+        "long=2x64",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--rows",
+        ",".join(TESTED_ROWS),
+    ]
+    args += ["--json"]
     assert main([*args, str(folder / "bench.json")]) == 0
     return folder / "bench.json"
 
@@ -41,13 +55,21 @@ def test_record_has_every_row_with_its_measurements(record):
     assert data["environment"]["hardware"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX")
     assert [s["name"] for s in data["shapes"]] == ["bit-memory", "long"]
     for shape in data["shapes"]:
-        assert list(shape["rows"]) == list(ROWS)
+        assert list(shape["rows"]) == TESTED_ROWS and shape["skipped"] == {}
         for row in shape["rows"].values():
             assert ROW_FIELDS <= set(row) and row["step_seconds"] > 0 and row["peak_bytes"] > 0
             assert len(row["step_seconds_all"]) == 2
         rows = shape["rows"]
         assert rows["full"]["trainable_params"] > 2 * rows["fpt"]["trainable_params"]
         assert rows["fpt"]["trainable_params"] == rows["reference"]["trainable_params"]
+        assert rows["reference-eager"]["trainable_params"] == rows["reference"]["trainable_params"]
+        for name in ABLATIONS:  # fpt's step with hand-written paths off: the same model, the same work
+            assert rows[name]["trainable_params"] == rows["fpt"]["trainable_params"]
+            assert rows[name]["note"].startswith("hand-written paths off: ")
+            assert shape["ratios"][name.replace("-", "_") + "_time"] > 0
+        assert "fpt_vs_reference_eager_speed" in shape["ratios"] and "fpt_vs_reference_sdpa_speed" in shape["ratios"]
+        best = max(rows[n]["samples_per_second"] for n in ("reference", "reference-eager"))
+        assert shape["ratios"]["fpt_vs_reference_speed"] == rows["fpt"]["samples_per_second"] / best
         # a frozen body: the FPT step counts fewer FLOPs than full fine-tuning, more than inference
         assert rows["inference"]["flops_per_step"] < rows["fpt"]["flops_per_step"] < rows["full"]["flops_per_step"]
         assert rows["fpt"]["peak_bytes"] < rows["full"]["peak_bytes"]
@@ -81,6 +103,25 @@ def test_render_markdown(record, capsys):
     assert text.startswith("# Benchmarks")
     assert "| bit-memory 4×24 | fpt |" in text and "| long 2×64 | reference |" in text
     assert "## Targets" in text and "Commit " in text and "Same numerics (long)" in text
+    assert "Hand-written paths (long): step time with the path off ÷ with every path on: dropout " in text
+    assert "References (long): fpt's samples/s ÷ the reference's: SDPA " in text
+
+
+def test_a_reference_that_does_not_compile_is_skipped_with_its_reason(tiny_bert_dir, monkeypatch):
+    from fpt.performance.bench import BenchSettings, run_bench
+
+    def no_compiler(model, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    settings = BenchSettings(backbone="bert", backbone_path=tiny_bert_dir, shapes=["long=2x16"], repeats=1, warmup=1,
+                             threads=1, rows="fpt,reference,reference-compiled")  # fmt: skip
+    (shape,) = run_bench(settings)["shapes"]
+    assert list(shape["rows"]) == ["fpt", "reference"]
+    assert shape["skipped"] == {"reference-compiled": "torch.compile failed here: RuntimeError: no C++ compiler"}
 
 
 def test_render_refuses_other_json(tmp_path, capsys):

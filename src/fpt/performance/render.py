@@ -66,6 +66,36 @@ def flops_line(shape: dict[str, Any]) -> str:
     )
 
 
+def paths_line(shape: dict[str, Any]) -> str | None:
+    """What each hand-written CPU path buys on this machine: step time with it off ÷ step time with all on."""
+    times = {k.removeprefix("fpt_no_").removesuffix("_time"): v for k, v in shape["ratios"].items()
+             if k.startswith("fpt_no_")}  # fmt: skip
+    if not times and "fpt_plain_time" not in shape["ratios"]:
+        return None
+    parts = [f"{path} {value:.2f}×" for path, value in times.items()]
+    if "fpt_plain_time" in shape["ratios"]:
+        parts.append(f"all off {shape['ratios']['fpt_plain_time']:.2f}×")
+    return (
+        f"Hand-written paths ({shape['name']}): step time with the path off ÷ with every path on: "
+        f"{', '.join(parts)} (above 1: the path pays here)."
+    )
+
+
+def references_line(shape: dict[str, Any]) -> str | None:
+    """fpt against each reference, and why a reference did not run."""
+    labels = {"sdpa": "SDPA", "eager": "eager", "compiled": "compiled SDPA"}
+    parts = []
+    for key, label in labels.items():
+        name = f"fpt_vs_reference_{key}_speed"
+        if name in shape["ratios"]:
+            parts.append(f"{label} {shape['ratios'][name]:.2f}×")
+    skipped = shape.get("skipped") or {}
+    parts += [f"{name} not run ({why})" for name, why in skipped.items()]
+    if not parts:
+        return None
+    return f"References ({shape['name']}): fpt's samples/s ÷ the reference's: {'; '.join(parts)}."
+
+
 def print_text(record: dict[str, Any], file=sys.stdout) -> None:
     lines = table(record)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
@@ -75,6 +105,9 @@ def print_text(record: dict[str, Any], file=sys.stdout) -> None:
     for shape in record["shapes"]:
         if shape["same_loss"]:
             print(same_loss_line(shape), file=file)
+        for line in (references_line(shape), paths_line(shape)):
+            if line:
+                print(line, file=file)
     for t in record["targets"]:
         print(target_line(t), file=file)
     s, load = record["settings"], record["load_average"]
@@ -114,10 +147,13 @@ def render_markdown(record: dict[str, Any]) -> str:
         *("| " + " | ".join(c or " " for c in line) + " |" for line in lines[1:]),
         "",
         "Rows: `fpt` is fpt's FPT training step; `reference` the same model as a user would write it with "
-        "transformers (AutoModel, eager attention, frozen by parameter name, plain Adam); `full` full fine-tuning "
-        "(`--train all`); `reservoir` the head trained on cached frozen features; `inference` evaluation under "
-        "`torch.inference_mode`; `matmul` a dense square matmul (the faster of torch.matmul and, on a CPU, "
-        "oneDNN's), the peak MFU is measured against.",
+        "transformers (AutoModel with its default SDPA attention, frozen by parameter name, plain Adam), "
+        "`reference-eager` the same with eager attention, `reference-compiled` the SDPA one under torch.compile; "
+        "`full` full fine-tuning (`--train all`); `reservoir` the head trained on cached frozen features; "
+        "`inference` evaluation under `torch.inference_mode`; `fpt-no-<path>` fpt's step with one hand-written CPU "
+        "path switched off (`fpt-plain`: all of them); `matmul` a dense square matmul (the faster of torch.matmul "
+        "and, on a CPU, oneDNN's), the peak MFU is measured against. The speed target is read against the fastest "
+        "reference.",
         "",
         "## Targets",
         "",
@@ -133,6 +169,7 @@ def render_markdown(record: dict[str, Any]) -> str:
     for shape in record["shapes"]:
         out += [same_loss_line(shape), ""] if shape["same_loss"] else []
         out += [flops_line(shape), ""] if {"fpt", "reference", "full"} <= set(shape["rows"]) else []
+        out += [line for line in (references_line(shape), paths_line(shape)) if line for line in (line, "")]
         if "reservoir" in shape["rows"]:
             out += [f"Reservoir ({shape['name']}): {shape['rows']['reservoir']['note']}, once.", ""]
     hw = env["hardware"]
