@@ -177,6 +177,19 @@ def test_performance_headline_comes_from_the_bench_record():
     assert_on_page("performance", shown)
 
 
+def test_performance_page_by_cpu_kind_and_paths_come_from_the_records():
+    records = {
+        f"results/bench/runs/{p.name}": read_json(p) for p in sorted((ROOT / "results/bench/runs").glob("*.json"))
+    }
+    assert bench_render.kinds_table(records) in text("performance")
+    shapes = read_json(ROOT / "results/bench/cpu.json")["shapes"]
+    for path in ("dropout", "attention", "onednn", "chunking", "plain"):
+        key = "fpt_plain_time" if path == "plain" else f"fpt_no_{path}_time"
+        cells = " | ".join(f"{shape['ratios'][key]:.2f}" for shape in shapes)
+        label = "all off (`fpt-plain`)" if path == "plain" else f"`{path}`"
+        assert f"| {label} | {cells} |" in text("performance"), (label, cells)
+
+
 ONE_THREAD = ("1737-1a27ea8", "1753-ba779ff")  # results/bench/runs/2026-12-02T<name>.json
 TWO_THREADS = ("1822-e5f252b-2-threads", "1844-42877ff-2-threads")
 BIT, LONG = "bit-memory", "long"

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from fpt.errors import FPTError
-from fpt.performance.bench import FORMAT
+from fpt.performance.bench import FORMAT, TARGETS
 
 
 def table(record: dict[str, Any]) -> list[list[str]]:
@@ -94,6 +94,41 @@ def references_line(shape: dict[str, Any]) -> str | None:
     if not parts:
         return None
     return f"References ({shape['name']}): fpt's samples/s ÷ the reference's: {'; '.join(parts)}."
+
+
+def cpu_kind(record: dict[str, Any]) -> str:
+    """'AMD EPYC family 23 model 1 (AVX2)': the CPU a record ran on, as the bench records it."""
+    hw = record["environment"]["hardware"]
+    model = hw.get("cpu_model", "model not recorded").split(" stepping")[0]
+    return f"{hw['cpu']} {model}" + (f" ({hw['cpu_capability']})" if hw.get("cpu_capability") else "")
+
+
+def number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def kinds_table(records: dict[str, dict[str, Any]]) -> str:
+    """One line per CPU kind: the latest one-thread CPU record of that kind among `records` (path → record), its
+    targets per shape (in the record's shape order, e.g. bit-memory / long) with ✗ where one is not met, as
+    markdown."""
+    latest: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path, record in sorted(records.items(), key=lambda item: item[1]["finished_at"]):
+        if record["settings"]["device"] == "cpu" and record["settings"]["threads"] == 1:
+            if "cpu_model" in record["environment"]["hardware"]:
+                latest[cpu_kind(record)] = (path, record)
+    names = [name for name in TARGETS if name not in ("fpt_mfu_gpu", "same_loss")]
+    lines = [
+        "| CPU kind | record | " + " | ".join(TARGETS[n][0].split(" (")[0] for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for kind, (path, record) in sorted(latest.items()):
+        cells = []
+        for name in names:
+            found = [t for t in record["targets"] if t["target"] == name]
+            text = " / ".join(number(t["value"]) + ("" if t["met"] else " ✗") for t in found) or "–"
+            cells.append(text)
+        lines.append(f"| {kind} | `{path}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def print_text(record: dict[str, Any], file=sys.stdout) -> None:
