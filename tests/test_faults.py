@@ -21,6 +21,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
+from test_resume import kill_after as interrupt_after  # after optimizer step n, as a SIGINT would
+from test_resume import resumable_config
 
 import fpt
 from fpt.cli import main
@@ -61,40 +63,9 @@ def _report():
         )
 
 
-def tiny(tiny_bert_dir: str, **overrides) -> fpt.TrainConfig:
-    """30 steps over several epochs of 100 examples, dropout on, a checkpoint every 4 steps."""
-    values = dict(
-        task="bit-xor",
-        task_args={"train_size": 100, "val_size": 32, "test_size": 32},
-        backbone="bert",
-        backbone_path=tiny_bert_dir,
-        steps=30,
-        eval_every=4,
-        patience=None,
-        batch_size=16,
-        seed=0,
-        threads=1,  # numbers compared byte for byte: one thread, whatever the machine's load
-    )
-    return fpt.TrainConfig(**{**values, **overrides})
-
-
-def interrupt_after(monkeypatch, step: int) -> None:
-    """The next fpt.train raises KeyboardInterrupt right after optimizer step `step`."""
-    make_optimizer = train_module.make_optimizer
-
-    def interrupted(cfg, model):
-        optimizer = make_optimizer(cfg, model)
-        count = [0]
-
-        def hook(*_):
-            count[0] += 1
-            if count[0] == step:
-                raise KeyboardInterrupt
-
-        optimizer.register_step_post_hook(hook)
-        return optimizer
-
-    monkeypatch.setattr(train_module, "make_optimizer", interrupted)
+def tiny(tiny_bert_dir: str) -> fpt.TrainConfig:
+    """test_resume's run on one thread: numbers compared byte for byte, whatever the machine's load."""
+    return resumable_config(tiny_bert_dir, threads=1)
 
 
 def interrupt_in_checkpoint_write(monkeypatch, write: int) -> None:
@@ -162,20 +133,23 @@ def refused(name: str, kind: str, args: list[str], folder: Path, capsys, expect:
 # ---- checkpoints --------------------------------------------------------------------------------------------------
 
 
-def edited_checkpoint(src: Path, dst: Path, tensors=None, meta=None, keep_digest: bool = False) -> None:
-    """Copy a killed run's folder with its checkpoint's tensors and/or metadata changed; the digest is recomputed (a
-    consistent forgery) unless `keep_digest` (the old digest stays: what a careless edit leaves)."""
-    shutil.copytree(src, dst)
-    path = dst / CHECKPOINT_FILE
-    data = path.read_bytes()
-    stored = read_header(data, str(path))
-    old = {k: v if k == "format" else json.loads(v) for k, v in stored.items()}
-    new_tensors = (tensors or (lambda t: t))(load_file(path))
-    new_meta = (meta or (lambda m: m))(dict(old))
+def edited(src: Path, dst: Path, tensors=None, meta=None, keep_digest: bool = False) -> Path:
+    """Write the fpt safetensors file `src` to `dst` with its tensors and/or metadata changed; the digest is
+    recomputed (a consistent forgery) unless `keep_digest` (the old digest stays: what a careless edit leaves)."""
+    stored = read_header(src.read_bytes(), str(src))
+    new_tensors = (tensors or (lambda t: t))(load_file(src))
+    new_meta = (meta or (lambda m: m))({k: v if k == "format" else json.loads(v) for k, v in stored.items()})
     if keep_digest:
-        save_file(new_tensors, path, metadata={k: v if k == "format" else json.dumps(v) for k, v in new_meta.items()})
+        save_file(new_tensors, dst, metadata={k: v if k == "format" else json.dumps(v) for k, v in new_meta.items()})
     else:
-        save_safetensors(path, new_tensors, new_meta)
+        save_safetensors(dst, new_tensors, new_meta)
+    return dst
+
+
+def edited_checkpoint(src: Path, dst: Path, tensors=None, meta=None, keep_digest: bool = False) -> None:
+    """Copy a killed run's folder with its checkpoint edited (see `edited`)."""
+    shutil.copytree(src, dst)
+    edited(dst / CHECKPOINT_FILE, dst / CHECKPOINT_FILE, tensors, meta, keep_digest)
 
 
 def flip_in_data(path: Path, offset_from_end: int = 100) -> None:
@@ -256,19 +230,6 @@ def test_damaged_checkpoint_file_is_refused(runs, tmp_path, capsys, how):
 # ---- patches ------------------------------------------------------------------------------------------------------
 
 
-def edited_patch(src: Path, dst: Path, tensors=None, meta=None, keep_digest: bool = False) -> Path:
-    data = src.read_bytes()
-    stored = read_header(data, str(src))
-    old = {k: v if k == "format" else json.loads(v) for k, v in stored.items()}
-    new_tensors = (tensors or (lambda t: t))(load_file(src))
-    new_meta = (meta or (lambda m: m))(dict(old))
-    if keep_digest:
-        save_file(new_tensors, dst, metadata={k: v if k == "format" else json.dumps(v) for k, v in new_meta.items()})
-    else:
-        save_safetensors(dst, new_tensors, new_meta)
-    return dst
-
-
 def spec(**change):
     return lambda m: {**m, "task_spec": {**m["task_spec"], **change}}
 
@@ -306,7 +267,7 @@ def test_hostile_patch_is_refused_before_anything_is_built(runs, tmp_path, capsy
         shutil.copy(runs["patch"], path)
         flip_in_data(path, 20)
     else:
-        edited_patch(runs["patch"], path, tensors, meta, keep)
+        edited(runs["patch"], path, tensors, meta, keep)
 
     def no_build(*args, **kwargs):
         raise AssertionError("a model was built from a patch that should have been refused")
@@ -317,7 +278,7 @@ def test_hostile_patch_is_refused_before_anything_is_built(runs, tmp_path, capsy
 
 
 def test_a_patch_cannot_choose_the_path_it_is_read_from(runs, tmp_path, capsys, monkeypatch):
-    path = edited_patch(runs["patch"], tmp_path / "p.fpt.safetensors",
+    path = edited(runs["patch"], tmp_path / "p.fpt.safetensors",
                         meta=lambda m: {**m, "config": {**m["config"], "backbone_path": "/etc"}})  # fmt: skip
     opened = []
     real_open = open

@@ -71,12 +71,9 @@ def assert_same_run(a: dict, b: dict) -> None:
         assert torch.equal(a["trained"][name], b["trained"][name]), name
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, tiny_bert_dir):
-    """The reference: the same run, never stopped."""
-    from fpt import TrainConfig
-
-    cfg = TrainConfig(
+def resumable_config(tiny_bert_dir: str, **overrides) -> fpt.TrainConfig:
+    """30 steps over several epochs of 100 examples on the tiny BERT, dropout on, a checkpoint every 4 steps."""
+    values = dict(
         task="bit-xor",
         task_args={"train_size": 100, "val_size": 32, "test_size": 32},
         backbone="bert",
@@ -87,6 +84,13 @@ def uninterrupted(tmp_path_factory, tiny_bert_dir):
         batch_size=16,
         seed=0,
     )
+    return fpt.TrainConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_bert_dir):
+    """The reference: the same run, never stopped."""
+    cfg = resumable_config(tiny_bert_dir)
     out = tmp_path_factory.mktemp("uninterrupted")
     torch.set_num_threads(1)
     fpt.train(cfg, out=out, quiet=True)
