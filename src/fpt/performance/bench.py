@@ -590,11 +590,13 @@ def run_bench(settings: BenchSettings | None = None, command: str | None = None)
          "compile": settings.compile, "seed": seed}
     )  # fmt: skip
     if shapes is None:
-        probe = build_model(cfg, Shape("bit-memory", 1, 1).spec())
+        with loading_bars(False):
+            probe = build_model(cfg, Shape("bit-memory", 1, 1).spec())
         shapes = default_shapes(dev, probe.backbone.max_positions)
         del probe
     started, load_before, ticks_before = time.perf_counter(), os.getloadavg(), cpu_ticks()
-    results = [bench_shape(s, names, cfg, warmup, repeats, dev, seed) for s in shapes]
+    with loading_bars(False):  # a weight-loading bar per row would interleave with the table
+        results = [bench_shape(s, names, cfg, warmup, repeats, dev, seed) for s in shapes]
     return {
         "format": FORMAT,
         "command": command or "fpt bench",
