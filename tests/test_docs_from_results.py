@@ -73,6 +73,25 @@ def test_readme_offline_suite_pretrained_vs_random_rows_are_rendered_from_the_re
     assert "by 14.5 points" in flat(readme)
 
 
+def test_smollm2_figures_come_from_its_record():
+    from fpt.experiments.sweep import read_records
+
+    records = read_records(ROOT / "results/smollm2-ablation/smollm2-ablation.jsonl")
+    r = next(r for r in records if r["task_label"] == "bit-xor" and r["model_label"] == "default")
+    solved = next(row["step"] for row in r["curve"] if row["val_accuracy"] == 1.0)
+    shown = [
+        f"FPT trains {r['trainable_params']:,} of its {r['total_params']:,} weights",
+        f"validation accuracy {100 * r['val_accuracy']:.1f}% from step {solved:,}, test accuracy "
+        f"{100 * r['test_accuracy']:.1f}% (one seed, stopped on a validation plateau at step {r['steps_run']:,}",
+    ]
+    assert r["stopped_early"] and r["config"]["lr"] == 1e-3 and r["config"]["batch_size"] == 16
+    assert_on_page("README.md", shown)
+    assert (
+        f"(validation {100 * r['val_accuracy']:.1f}% from step {solved}, test {100 * r['test_accuracy']:.1f}%"
+        in flat(text("training"))
+    )
+
+
 def fault_figures() -> str:
     """The reliability figures, as the README and docs/reliability.md state them, from `make faults`' record."""
     r = read_json(ROOT / "results/reliability/faults.json")
