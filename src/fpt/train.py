@@ -220,6 +220,11 @@ def run(
 RUN_FILES = (CHECKPOINT_FILE, "result.json", TRAINED_FILE, "curve.jsonl", "config.yaml")  # what a run leaves in --out
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the closest of its parents that exists (where a new run folder would be made)."""
+    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
+
+
 def check_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Before anything runs: `out` must be a folder (or not exist yet) that fpt can write, and hold no run unless the
     run is resumed or replaced (`overwrite` deletes the earlier run's files now, so none of them outlives it)."""
@@ -227,7 +232,7 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise FPTError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     if out.exists() and not out.is_dir():
         raise FPTError(f"--out {out} is a file; give a folder for the run's files")
-    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    existing = nearest_existing(out)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise FPTError(f"--out {out}: cannot write in {existing} (permission denied)")
     held = [name for name in RUN_FILES[:2] if (out / name).is_file()]
@@ -257,7 +262,7 @@ def check_disk(out: Path, model: nn.Module, groups: tuple[str, ...]) -> None:
     patch-sized trained file) would not fit on the disk of `out`."""
     trained = sum(t.numel() * t.element_size() for t in freeze.trained_state(model, groups).values())
     need = 5 * trained + (1 << 20)  # and a megabyte of metadata, curves and results
-    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    existing = nearest_existing(out)
     free = shutil.disk_usage(existing).free
     if need > free:
         raise FPTError(

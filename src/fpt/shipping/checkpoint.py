@@ -131,6 +131,16 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return [f"{k} (checkpoint {saved.get(k)!r}, now {current.get(k)!r})" for k in differing]
 
 
+def optimizer_state(tensors: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+    """A checkpoint's "optimizer/<index>/<name>" tensors as torch's optimizer state: index → {name: tensor}."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/")
+            state.setdefault(int(index), {})[name] = value
+    return state
+
+
 class CheckpointMeta(BaseModel):
     """The metadata a checkpoint must hold, with its types (checked before anything is restored)."""
 
@@ -280,11 +290,7 @@ class Checkpointer:
         """Every trained tensor the checkpoint says has optimizer state has its moments and step, shaped like it
         (torch would silently start a tensor whose state is missing from zero), and no other tensor has state."""
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        saved: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer/"):
-                _, index, name = key.split("/")
-                saved.setdefault(int(index), {})[name] = value
+        saved = optimizer_state(tensors)
         listed = meta.get("optimizer_state", sorted(saved))  # checkpoints written before the list: what they hold
         if not isinstance(listed, list) or set(saved) != set(listed) or not set(listed) <= set(range(len(params))):
             raise FPTError(
@@ -305,10 +311,7 @@ class Checkpointer:
             return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
         load_state_strict(self.model, part("trained/"), self.groups, str(self.path))
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in part("optimizer/").items():
-            index, name = key.split("/")
-            state.setdefault(int(index), {})[name] = value
+        state = optimizer_state(tensors)
         groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["optimizer_groups"]]
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         self.scheduler.load_state_dict(meta["scheduler"])
