@@ -16,7 +16,7 @@ from fpt.performance import render as bench_render
 from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance", "reliability")
+DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance", "reliability", "timeseries")
 
 
 def text(name: str) -> str:

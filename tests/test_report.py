@@ -215,3 +215,31 @@ def test_cells_mark_seeds_that_ran_to_their_step_cap():
     assert setting.capped == 1 and setting.cell().endswith("(n=3, 1 at cap)")
     runs[1]["stopped_early"] = True
     assert select(runs)[0].cell() == cell([0.9] * 3)
+
+
+def regression_record(task, label, lr, seed, val, test, model="fpt", **extra):
+    """A synthetic forecasting record: error metrics, lower is better."""
+    base = record(task, label, lr, seed, 0.0, 0.0, model=model, **extra)
+    for key in ("val_accuracy", "test_accuracy"):
+        base.pop(key)
+    curve = [{"step": 50, "val_mase": 2 * val}, {"step": 100, "val_mase": val * 1.04}, {"step": 150, "val_mase": val}]
+    return base | {"metric": "mase", "val_mase": val, "test_mase": test, "curve": curve}
+
+
+def test_regression_tasks_choose_the_lowest_error_and_say_so(tmp_path):
+    results = tmp_path / "results.jsonl"
+    for seed in range(3):
+        append_record(results, regression_record("airline", "fpt", 1e-3, seed, 0.9, 1.0 + seed / 10))
+        append_record(results, regression_record("airline", "fpt", 1e-4, seed, 0.5, 0.6 + seed / 10))  # lower: chosen
+        append_record(results, regression_record("airline", "linear", 1e-3, seed, 0.7, 0.8 + seed / 10, model="linear"))
+    settings = select([r for r in map(__import__("json").loads, results.read_text().splitlines())])
+    fpt_setting = next(s for s in settings if s.label == "fpt")
+    assert fpt_setting.lr == 1e-4 and fpt_setting.cell() == "0.700 ± 0.248 (n=3)"  # sd 0.1: 4.303 × 0.1 / √3
+    assert steps_to_converge(fpt_setting.chosen[0]) == 100  # 0.52 is within 0.5 / 0.95
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    assert "| model \\ task | airline (MASE, lower is better) |" in report
+    assert (
+        "| fpt | 0.700 ± 0.248 (n=3) |" in report
+        and "| airline | fpt | 0.0001 | 0.0001: 0.500; 0.001: 0.900 |" in report
+    )
+    assert "-0.200 [" in report  # FPT − linear: lower error

@@ -175,9 +175,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not launched().main:  # a data-parallel run reports once, from rank 0
         return 0
     where = f" → {Path(args.out) / 'result.json'}" if args.out else ""
+    metric = result.get("metric", "accuracy")
     print(
         f"{result['task']} {result['backbone']}/{result['init']} seed {result['seed']}: "
-        f"test_accuracy {result['test_accuracy']:.4f} val_accuracy {result['val_accuracy']:.4f} "
+        f"test_{metric} {result[f'test_{metric}']:.4f} val_{metric} {result[f'val_{metric}']:.4f} "
         f"(best step {result['best_step']}, {result['trainable_params']:,}/{result['total_params']:,} params "
         f"trained, {result['train_seconds']:.0f} s){where}"
     )

@@ -53,7 +53,10 @@ def build_model(cfg: TrainConfig, task: Task | TaskSpec) -> nn.Module:
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """logits (B, K, C), labels (B, K) → mean cross-entropy over every prediction."""
+    """logits (B, K, C), labels (B, K) → mean cross-entropy over every prediction; for a regression task (float
+    labels (B, K, 4), C = 1) the mean squared error against the normalised targets."""
+    if labels.is_floating_point():
+        return nn.functional.mse_loss(logits[..., 0], labels[..., 0])
     return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
@@ -138,6 +141,8 @@ def train(
         check_out(Path(out), resume, overwrite)
         if resume:
             check_resumable(Path(out), cfg)
+    if MODELS.resolve(cfg.model)[0].tags.get("fitted"):  # a classical baseline: fitted, not trained by gradient
+        return fit_run(cfg, out, task)
     group = launched()  # several processes under torchrun / accelerate launch: data parallel (fpt.distributed)
     device, started = join(group, resolve_device(cfg.device))
     try:
@@ -163,6 +168,7 @@ def run(
     eval_every = min(cfg.eval_every or task.spec.default_eval_every, steps)
     cfg = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})  # resolved: as saved beside the results
     groups = freeze.parse_groups(cfg.train)
+    metric = task.spec.metric
     with loading_bars(not quiet):  # --quiet: no weight-loading or conversion bars either
         model = build_model(cfg, task).to(device)
     model.train()
@@ -200,9 +206,9 @@ def run(
             losses = (group.sum(torch.stack(window)) / group.world).tolist()  # the window's one host-device sync
             tracker.train_seconds += time.perf_counter() - window_started
             check_finite(losses, step, cfg.lr)
-            val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device, cfg.precision, group)
+            val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device, cfg.precision, group, metric)
             row = tracker.update(step, losses, val, scheduler.get_last_lr()[0], model, groups, cfg.patience)
-            report(bar, cfg, row, line=quiet and group.main)
+            report(bar, cfg, row, quiet and group.main, metric)
             if checkpoints is not None:
                 checkpoints.save(tracker)
             if tracker.stopped:
@@ -210,10 +216,32 @@ def run(
             window, window_started = [], time.perf_counter()
 
     load_trained(model, tracker.best_state)
-    test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device, cfg.precision, group)
+    test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device, cfg.precision, group, metric)
     result = result_record(cfg, task, model, counts, tracker, test, group.world, device)
     if out is not None and group.main:
         write_run(Path(out), cfg, task.spec, model, tracker.curve, result, checkpoints)
+    return result
+
+
+def fit_run(cfg: TrainConfig, out: str | Path | None, task: Task | None) -> dict[str, Any]:
+    """A classical baseline's run (fpt.baselines.classical): fit on train, score validation and test, and write the
+    same result.json, curve.jsonl (empty) and config.yaml as a trained run."""
+    from fpt.baselines.classical import fit_and_score
+
+    task = task or get_task(cfg.task, **cfg.task_args)
+    steps, eval_every = cfg.steps or task.spec.default_steps, cfg.eval_every or task.spec.default_eval_every
+    cfg = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})  # resolved as a trained run's
+    model = MODELS.build(cfg.model, cfg=cfg, spec=task.spec)
+    val, test, seconds = fit_and_score(model, task, cfg.model)
+    tracker = Tracker(best_state={}, best={"step": 0, **val}, train_seconds=seconds)
+    counts = {"trainable_params": 0, "total_params": 0}
+    result = result_record(cfg, task, nn.Module(), counts, tracker, test, 1, torch.device("cpu")) | {"fitted": True}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out / "curve.jsonl", [])
+        write_atomic(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        write_json(out / "result.json", result)
     return result
 
 
@@ -277,13 +305,14 @@ def progress_bar(cfg: TrainConfig, initial: int, disable: bool) -> tqdm:
     return tqdm(total=cfg.steps, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, file=sys.stderr)
 
 
-def report(bar: tqdm, cfg: TrainConfig, row: dict[str, Any], line: bool) -> None:
+def report(bar: tqdm, cfg: TrainConfig, row: dict[str, Any], line: bool, metric: str = "accuracy") -> None:
     """Show a validation's row of the curve on the bar, and with `line` (--quiet: no bar) as a line on stderr."""
-    bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_acc=f"{row['val_accuracy']:.4f}")
+    shown = "val_acc" if metric == "accuracy" else f"val_{metric}"
+    bar.set_postfix({"loss": f"{row['train_loss']:.4f}", shown: f"{row[f'val_{metric}']:.4g}"})
     if line:
         print(
             f"{cfg.task} {cfg.backbone}/{cfg.init} seed {cfg.seed} step {row['step']}/{cfg.steps} "
-            f"loss {row['train_loss']:.4f} val_acc {row['val_accuracy']:.4f}",
+            f"loss {row['train_loss']:.4f} {shown} {row[f'val_{metric}']:.4g}",
             file=sys.stderr,
         )
 
@@ -323,10 +352,9 @@ def result_record(
         "steps_run": tracker.step,
         "best_step": tracker.best["step"],
         "stopped_early": tracker.step < cfg.steps,
-        "val_accuracy": tracker.best["accuracy"],
-        "val_loss": tracker.best["loss"],
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
+        "metric": task.spec.metric,  # what chose the best step; higher is better for accuracy alone
+        **{f"val_{name}": value for name, value in tracker.best.items() if name != "step"},
+        **{f"test_{name}": value for name, value in test.items()},
         "train_seconds": round(tracker.train_seconds, 3),
         "samples_per_second": round(tracker.samples / max(tracker.train_seconds, 1e-9), 2),
         "processes": processes,

@@ -11,6 +11,10 @@ forward(x, mask) -> logits (B, K, C) and parameter_groups() with every parameter
 | mlp | first layer | – | further hidden layers | – | – | – | last layer | all (forced) |
 | random-features | – | – | the frozen random layer | – | – | – | head | output |
 | dct, fourier | – | – | – (a fixed transform, no parameters) | – | – | – | head | output |
+| dlinear | – | – | – | – | – | – | the seasonal and trend linear maps | all (forced) |
+
+The classical time-series baselines (minirocket, dtw-1nn, seasonal-naive, ets: fpt.baselines.classical) are fitted,
+not trained by gradient, and write the same result files.
 """
 
-from fpt.baselines import dense, lstm, spectral, transformer  # noqa: F401
+from fpt.baselines import classical, dense, dlinear, lstm, spectral, transformer  # noqa: F401

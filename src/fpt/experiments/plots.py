@@ -39,18 +39,24 @@ def by_task(settings: list[Setting]) -> dict[str, list[Setting]]:
     return out
 
 
+def axis_label(split: str, metric: str) -> str:
+    return f"{split} accuracy (%)" if metric == "accuracy" else f"{split} {metric.upper()} (lower is better)"
+
+
 def learning_curves(settings: list[Setting], path: Path) -> None:
     """Validation accuracy against step, one panel per task, one line per setting (its chosen lr): the mean over
     seeds, with a band from the lowest to the highest seed."""
+    from fpt.experiments.settings import scale_of
+
     tasks = by_task(settings)
     fig, axes = panels(len(tasks))
     for ax, (task, group) in zip(axes, tasks.items(), strict=True):
         for s in group:
-            curves = [{row["step"]: row["val_accuracy"] for row in r.get("curve") or []} for r in s.ok]
+            curves = [{row["step"]: row[f"val_{s.metric}"] for row in r.get("curve") or []} for r in s.ok]
             steps = sorted({step for c in curves for step in c})
             if not steps:
                 continue
-            values = [[100 * c[step] for c in curves if step in c] for step in steps]
+            values = [[scale_of(s.metric) * c[step] for c in curves if step in c] for step in steps]
             (line,) = ax.plot(
                 steps,
                 [np.mean(v) for v in values],
@@ -61,7 +67,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
             ax.fill_between(
                 steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2
             )
-        ax.set(title=task, xlabel="step", ylabel="val accuracy (%)")
+        ax.set(title=task, xlabel="step", ylabel=axis_label("val", group[0].metric))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
@@ -73,7 +79,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
 
 def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
     """Test accuracy (mean ± 95% CI over seeds) against the number of trained parameters, log x, one panel a task."""
-    from fpt.experiments.settings import mean_ci
+    from fpt.experiments.settings import mean_ci, scale_of
 
     tasks = by_task(settings)
     fig, axes = panels(len(tasks))
@@ -81,11 +87,11 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
         for s in group:
             if not s.ok:
                 continue
-            m, half = mean_ci([100 * v for v in s.values("test_accuracy")])
+            m, half = mean_ci([scale_of(s.metric) * v for v in s.values(f"test_{s.metric}")])
             params = float(np.mean(s.values("trainable_params")))
             ax.errorbar([params], [m], yerr=[[half or 0.0], [half or 0.0]], fmt="o", capsize=3, label=s.label)
         ax.set_xscale("log")
-        ax.set(title=task, xlabel="trained parameters", ylabel="test accuracy (%)")
+        ax.set(title=task, xlabel="trained parameters", ylabel=axis_label("test", group[0].metric))
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")

@@ -18,7 +18,17 @@ from statistics import mean
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fpt.errors import FPTError
-from fpt.experiments.settings import CONVERGED, Record, Setting, cell, select, steps_to_converge, welch
+from fpt.experiments.settings import (
+    CONVERGED,
+    Record,
+    Setting,
+    cell,
+    digits_of,
+    scale_of,
+    select,
+    steps_to_converge,
+    welch,
+)
 from fpt.freeze import PAPER_GROUPS
 from fpt.version import __version__
 
@@ -94,7 +104,9 @@ def table(
         if any(shared[(row, t)] > 1 for t in tasks):
             row = f"{row} [{s.label}]"
         cells.setdefault(row, {})[s.task] = fmt(s)
-    lines = [f"| {corner} | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    metrics = {s.task: s.metric for s in settings}
+    named = [t if metrics[t] == "accuracy" else f"{t} ({metrics[t].upper()}, lower is better)" for t in tasks]
+    lines = [f"| {corner} | " + " | ".join(named) + " |", "|---|" + "---|" * len(tasks)]
     lines += [f"| {row} | " + " | ".join(c.get(t, "–") for t in tasks) + " |" for row, c in cells.items()]
     return "\n".join(lines), len(cells)
 
@@ -106,32 +118,35 @@ def steps_cell(s: Setting) -> str:
 
 def selection_table(settings: list[Setting]) -> str:
     lines = [
-        "| task | setting | chosen lr | mean val accuracy (%) per lr, on the seeds every lr ran |",
+        "| task | setting | chosen lr | mean val accuracy (%, or the task's error metric) per lr, on the seeds every "
+        "lr ran |",
         "|---|---|---|---|",
     ]
     for s in settings:
         per_lr = []
         for lr in sorted(s.by_lr):
             runs = s.on_common_seeds(lr)
-            ok = [r["val_accuracy"] for r in runs if r["status"] == "ok"]
+            ok = [r[f"val_{s.metric}"] for r in runs if r["status"] == "ok"]
             failed = len(runs) - len(ok)
-            text = f"{100 * mean(ok):.1f}" if ok else "–"
+            text = f"{scale_of(s.metric) * mean(ok):.{digits_of(s.metric)}f}" if ok else "–"
             per_lr.append(f"{lr:g}: {text}" + (f" ({failed}/{len(runs)} failed)" if failed else ""))
         lines.append(f"| {s.task} | {s.label} | {s.lr:g} | {'; '.join(per_lr)} |")
     return "\n".join(lines)
 
 
 def difference(a: Setting, b: Setting) -> tuple[str, str]:
-    """'+1.2 [−0.5, +2.9]' (points of test accuracy, 95% Welch interval) and a verdict for a vs b."""
-    va, vb = [100 * v for v in a.values("test_accuracy")], [100 * v for v in b.values("test_accuracy")]
+    """'+1.2 [−0.5, +2.9]' (points of test accuracy, or the task's error metric, with its 95% Welch interval) and a
+    verdict for a vs b."""
+    metric, d = a.metric, digits_of(a.metric)
+    va, vb = ([scale_of(metric) * v for v in s.values(f"test_{metric}")] for s in (a, b))
     if not va or not vb:
         return "–", "no finished runs"
     diff, half = welch(va, vb)
     if half is None:
-        return f"{diff:+.1f}", "n=1: no interval"
+        return f"{diff:+.{d}f}", "n=1: no interval"
     lo, hi = diff - half, diff + half
     verdict = "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
-    return f"{diff:+.1f} [{lo:+.1f}, {hi:+.1f}]", verdict
+    return f"{diff:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]", verdict
 
 
 def is_fpt(s: Setting, init: str | None = "pretrained") -> bool:

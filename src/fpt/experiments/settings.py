@@ -21,6 +21,27 @@ Record = dict[str, Any]
 CONVERGED = 0.95  # steps to converge: the first validation reaching this fraction of the run's best val accuracy
 
 
+def metric_of(record: Record) -> str:
+    """The metric a run was selected on: accuracy (higher is better), or a regression task's mse / mae / mase."""
+    return record.get("metric") or "accuracy"
+
+
+def scale_of(metric: str) -> float:
+    """Accuracy is shown in %, error metrics in the data's own units."""
+    return 100.0 if metric == "accuracy" else 1.0
+
+
+def digits_of(metric: str) -> int:
+    return 1 if metric == "accuracy" else 3
+
+
+def val_score(record: Record) -> float:
+    """The run's best validation number, higher is better: accuracy, or minus the error metric."""
+    metric = metric_of(record)
+    value = record[f"val_{metric}"]
+    return value if metric == "accuracy" else -value
+
+
 # ---- statistics -----------------------------------------------------------------------------------------------------
 
 
@@ -101,6 +122,10 @@ class Setting:
     def groups(self) -> tuple[str, ...]:
         return tuple(self.first["train_groups"])
 
+    @property
+    def metric(self) -> str:
+        return metric_of(self.first)
+
     def values(self, metric: str) -> list[float]:
         return [r[metric] for r in self.ok]
 
@@ -109,8 +134,10 @@ class Setting:
         """Seeds (of the chosen lr) that ran to their step cap: not shown to have converged."""
         return sum(not plateaued(r) for r in self.ok)
 
-    def cell(self, metric: str = "test_accuracy") -> str:
-        return cell(self.values(metric), failed=self.failed, capped=self.capped)
+    def cell(self, metric: str | None = None) -> str:
+        """The chosen lr's test number (the task's metric unless `metric` names another field) over seeds."""
+        values = self.values(metric or f"test_{self.metric}")
+        return cell(values, scale_of(self.metric), digits_of(self.metric), failed=self.failed, capped=self.capped)
 
 
 def setting_label(model_label: str, axes: dict[str, Any]) -> str:
@@ -125,8 +152,9 @@ def plateaued(record: Record) -> bool:
 
 
 def lr_rank(runs: list[Record]) -> tuple[int, float]:
-    """Sort key of an lr (smaller is better): failed seeds first, then minus the mean val accuracy of the others."""
-    ok = [r["val_accuracy"] for r in runs if r["status"] == "ok"]
+    """Sort key of an lr (smaller is better): failed seeds first, then minus the mean val score of the others (accuracy,
+    or minus an error metric)."""
+    ok = [val_score(r) for r in runs if r["status"] == "ok"]
     return len(runs) - len(ok), -mean(ok) if ok else 0.0
 
 
@@ -143,9 +171,13 @@ def select(records: list[Record]) -> list[Setting]:
 
 
 def steps_to_converge(record: Record) -> int | None:
-    """The first validated step whose val accuracy reaches CONVERGED × the run's best."""
+    """The first validated step whose val accuracy reaches CONVERGED × the run's best (for an error metric: comes
+    within best / CONVERGED)."""
     curve = record.get("curve") or []
+    metric = metric_of(record)
     if not curve:
         return None
-    best = max(row["val_accuracy"] for row in curve)
-    return next(row["step"] for row in curve if row["val_accuracy"] >= CONVERGED * best)
+    values = [row[f"val_{metric}"] for row in curve]
+    if metric == "accuracy":
+        return next(row["step"] for row, v in zip(curve, values, strict=True) if v >= CONVERGED * max(values))
+    return next(row["step"] for row, v in zip(curve, values, strict=True) if v <= min(values) / CONVERGED)

@@ -400,8 +400,11 @@ def describe(record: Record) -> str:
     run = f"{labels} lr {record['lr']:g} seed {record['seed']}"
     if record["status"] != "ok":
         return f"{run}: FAILED ({record['error']})"
+    metric = record.get("metric") or "accuracy"
+    shown = "" if metric == "accuracy" else f" {metric}"
     return (
-        f"{run}: test {record['test_accuracy']:.4f} val {record['val_accuracy']:.4f} ({record['train_seconds']:.0f} s)"
+        f"{run}: test{shown} {record[f'test_{metric}']:.4f} val{shown} {record[f'val_{metric}']:.4f} "
+        f"({record['train_seconds']:.0f} s)"
     )
 
 

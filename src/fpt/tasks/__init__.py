@@ -10,7 +10,7 @@ from fpt.config import format_validation_error
 from fpt.errors import FPTError
 from fpt.placement import available_memory, describe_bytes
 from fpt.registry import TASKS
-from fpt.tasks import bits, digits, homology, images, listops, ucr  # noqa: F401
+from fpt.tasks import bits, digits, forecast, homology, images, listops, timeseries, ucr  # noqa: F401
 from fpt.tasks.base import Task, TaskSpec, collate
 
 __all__ = ["TASKS", "Task", "TaskSpec", "collate", "get_task"]
@@ -32,6 +32,11 @@ def get_task(name: str, **task_args) -> Task:
         raise FPTError(
             f"task {name!r} has no argument {unknown[0]!r}; its arguments are: {', '.join(parameters) or 'none'}"
         )
+    required = [k for k, p in parameters.items() if p.default is inspect.Parameter.empty and k not in task_args]
+    if required:
+        example = ", ".join(f"{k}: ..." for k in required)
+        raise FPTError(f"task {name!r} needs the argument{'s' * (len(required) > 1)} {', '.join(required)}: "
+                       f"--task-args '{{{example}}}'")  # fmt: skip
     check_types(name, entry.factory, parameters, task_args)
     values = {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty} | task_args
     check_memory(name, values, entry.tags.get("example_bytes"))

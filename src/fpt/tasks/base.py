@@ -1,7 +1,9 @@
 """The task interface: a spec (shapes, classes, readout, default budget) and train/val/test splits.
 
 An example is `(x, y)`: x is (T, input_dim) float features, or (T,) int64 token ids (0 is padding, so real
-ids start at 1); y is (num_outputs * predictions_per_token,) int64 labels. Sequences may differ in length
+ids start at 1); y is (num_outputs * predictions_per_token,) int64 labels, or for a regression task (K, 4) float32
+rows of (normalised target, offset, scale, MASE scale): the model predicts the normalised target, and
+target · scale + offset is the value in the data's own units (see `RegressionSplit`). Sequences may differ in length
 across examples: batches are padded to their own longest sequence (`collate`), never truncated.
 """
 
@@ -36,6 +38,8 @@ class TaskSpec:
     default_steps: int = 1000  # the training budget that reaches the task's reference accuracy on minilm
     default_eval_every: int = 100
     label_names: tuple[str, ...] | None = None
+    objective: Literal["classification", "regression"] = "classification"  # regression: num_classes is 1
+    metric: str = "accuracy"  # what selects on validation and heads the report: accuracy, or mse / mae / mase
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +56,8 @@ class Task:
     spec: TaskSpec
     splits: dict[str, Dataset]
     info: dict[str, Any] = field(default_factory=dict)
+    # What the classical baselines fit on, per split, before any recipe (time series: fpt.baselines.classical).
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         missing = [s for s in SPLITS if s not in self.splits]
@@ -66,6 +72,26 @@ class TensorSplit(Dataset):
     def __init__(self, inputs, labels) -> None:
         self.inputs = inputs
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).reshape(len(labels), -1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inputs[i]
+        return (x if isinstance(x, torch.Tensor) else torch.as_tensor(x)), self.labels[i]
+
+
+class RegressionSplit(Dataset):
+    """A regression split in memory: inputs and (N, K) float targets, with the per-example `offset` and `scale` that
+    map the model's normalised outputs back to the data's units, and a per-example MASE scale (NaN: none)."""
+
+    def __init__(self, inputs, targets, offset=0.0, scale=1.0, mase_scale=float("nan")) -> None:
+        targets = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+        offset, scale, mase_scale = (np.broadcast_to(np.asarray(v, dtype=np.float64), targets.shape)
+                                     for v in (offset, scale, mase_scale))  # fmt: skip
+        self.inputs = inputs
+        self.labels = torch.as_tensor(np.stack([(targets - offset) / scale, offset, scale, mase_scale], -1).astype(
+            np.float32))  # fmt: skip  # (N, K, 4)
 
     def __len__(self) -> int:
         return len(self.labels)
