@@ -187,10 +187,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from fpt.backbones import BACKBONES
-    from fpt.registry import MODELS
+    from fpt.registry import METHODS, MODELS
     from fpt.tasks import TASKS
 
-    registry = {"tasks": TASKS, "backbones": BACKBONES, "models": MODELS}[args.what]
+    registry = {"tasks": TASKS, "backbones": BACKBONES, "models": MODELS, "methods": METHODS}[args.what]
     names = registry.names()
     width = max(map(len, names))
     for name, entry in zip(names, registry.entries(), strict=True):
@@ -349,7 +349,7 @@ def build_parser(command: str | None = None) -> Parser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("list", help="list the registered tasks, backbones or models")
-    p.add_argument("what", choices=["tasks", "backbones", "models"])
+    p.add_argument("what", choices=["tasks", "backbones", "models", "methods"])
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("demo", help="FPT vs random init on bit-xor and digits with the shipped minilm backbone")

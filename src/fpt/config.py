@@ -82,6 +82,26 @@ class TrainConfig(BaseModel):
         description="the paper's reservoir: with --train output, compute the frozen features once per example and "
         "train only the head on them",
     )
+    method: str = Field(
+        "fpt",
+        description="which weights of the frozen backbone train besides the input layer and head (fpt list methods): "
+        "fpt (--train's groups), lora, ia3, ln-tuning, bitfit; a method's own tensors are the group 'adapter', and "
+        "--train defaults to input,output beside them",
+    )
+    lora_rank: int = Field(8, gt=0, description="LoRA: rank of the low-rank update")
+    lora_alpha: float = Field(8.0, gt=0.0, description="LoRA: scale numerator (the update is B·A·alpha/rank)")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA: dropout on the update's input")
+    targets: str | None = Field(
+        None,
+        description="lora, ia3, ln-tuning: comma list of the backbone modules the method adapts (peft's "
+        "target_modules: names or dotted suffixes); default: peft's for the architecture (ln-tuning: the norms)",
+    )
+    unfreeze: str | None = Field(
+        None,
+        description="gradual unfreezing: comma list of GROUP@STEP or GROUP/LAYER@STEP (LAYER from 0, or negative "
+        "from the top), e.g. 'attention/-1@200,feedforward/-1@200,attention/-2@400'; each trains after STEP steps, "
+        "and its group is among train's",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -118,6 +138,58 @@ class TrainConfig(BaseModel):
             )
         return {**values, "train": "all"}
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, name: str) -> str:
+        from fpt.registry import METHODS
+
+        try:
+            METHODS.resolve(name)
+        except FPTError as err:
+            raise ValueError(str(err)) from None
+        return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_and_unfreeze_groups(cls, values: Any) -> Any:
+        """A method other than fpt trains its tensors (the group "adapter") beside --train's groups, which default to
+        the method's (input,output); the groups an unfreeze schedule names train from their step on, so they are
+        among train's: `train` is every group the run trains by its end (what is counted, checkpointed, exported)."""
+        if not isinstance(values, dict) or (values.get("method", "fpt") == "fpt" and not values.get("unfreeze")):
+            return values
+        from fpt.freeze import GROUPS, parse_groups
+        from fpt.registry import METHODS
+        from fpt.unfreeze import parse_schedule
+
+        what = f"method {values.get('method')!r}" if values.get("method", "fpt") != "fpt" else "unfreeze"
+        if values.get("model", "fpt") != "fpt":
+            raise ValueError(f"{what} works in model fpt's pretrained backbone, not in model {values['model']!r}")
+        if values.get("train") == "all":
+            raise ValueError(f"train all trains every weight from the start (full fine-tuning); it takes no {what}")
+        try:
+            entry = METHODS.resolve(values.get("method", "fpt"))[0]
+        except FPTError as err:
+            raise ValueError(str(err)) from None
+        train = values.get("train", entry.tags.get("default_train", cls.model_fields["train"].default))
+        groups = set(parse_groups(train)) | {stage.group for stage in parse_schedule(values.get("unfreeze"))}
+        if entry.name != "fpt":
+            groups.add("adapter")
+        return {**values, "train": ",".join(g for g in GROUPS if g in groups)}
+
+    @model_validator(mode="after")
+    def _method_options(self) -> TrainConfig:
+        """The adapter group needs a method, and a method's options (lora_rank, targets, ...) need their method."""
+        from fpt.registry import METHODS
+
+        if self.method == "fpt" and self.train != "all" and "adapter" in self.train.split(","):
+            raise ValueError("train: the group adapter holds a method's tensors; choose a method (lora, ia3, ...)")
+        fields = type(self).model_fields
+        options = METHODS.resolve(self.method)[0].tags.get("options", ())
+        stray = [k for k in METHOD_OPTIONS if k not in options and getattr(self, k) != fields[k].default]
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: not an option of method {self.method!r}; leave it out")
+        return self
+
     @model_validator(mode="after")
     def _reservoir_trains_the_head(self) -> TrainConfig:
         if self.cache_features and self.train != "output":
@@ -126,6 +198,9 @@ class TrainConfig(BaseModel):
                 f"got {self.train!r}"
             )
         return self
+
+
+METHOD_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "targets")  # each method's registry tags name its own
 
 
 def members(annotation: Any) -> tuple[Any, ...]:

@@ -13,9 +13,11 @@ from torch import nn
 
 from fpt.errors import FPTError
 
-# Parameter groups of a backbone (each family says which of its parameters are in which); FPT adds input and output.
+# Parameter groups of a backbone (each family says which of its parameters are in which); FPT adds input and output,
+# and "adapter": the tensors a method (fpt.methods: LoRA, (IA)³, LN tuning, BitFit) adds to the backbone or takes out
+# of its groups; empty under the paper's FPT and for the baselines.
 BACKBONE_GROUPS = ("attention", "feedforward", "layernorm", "positional", "embedding")
-GROUPS = ("input", "output", *BACKBONE_GROUPS)
+GROUPS = ("input", "output", *BACKBONE_GROUPS, "adapter")
 PAPER_GROUPS = ("input", "output", "layernorm", "positional")  # the paper's FPT
 
 
@@ -52,6 +54,14 @@ def named_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
     if missing:
         raise ValueError(f"parameters in no group: {missing[:5]}")
     return out
+
+
+def layer_of(model: nn.Module) -> dict[str, int | None]:
+    """Parameter name → the index of the backbone layer (block) that holds it, None outside the layers (input layer,
+    head, embeddings, final norm; every parameter of a model without a backbone)."""
+    backbone = getattr(model, "backbone", None)
+    index = {id(p): i for i, layer in enumerate(backbone.layers()) for p in layer.parameters()} if backbone else {}
+    return {name: index.get(id(p)) for name, p in model.named_parameters()}
 
 
 def apply(model: nn.Module, groups: Iterable[str]) -> dict[str, int]:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from fpt.backbones import Backbone, get_backbone
+from fpt.freeze import parse_groups
+from fpt.methods import Method, check_trained, get_method
 from fpt.registry import MODELS
 from fpt.tasks import TaskSpec
 
@@ -67,10 +69,16 @@ def readout(hidden: torch.Tensor, mask: torch.Tensor, how: str, k: int) -> torch
 
 
 class FPT(nn.Module):
-    """A Frozen Pretrained Transformer for one task. Which parameters train is decided by fpt.freeze."""
+    """A Frozen Pretrained Transformer for one task. Which parameters train is decided by fpt.freeze; a `method`
+    (fpt.methods: LoRA, (IA)³, LN tuning, BitFit) adds its own tensors to the backbone, the "adapter" group."""
 
     def __init__(
-        self, backbone: Backbone, spec: TaskSpec, input_init: InputInit = "matched", readout: str | None = None
+        self,
+        backbone: Backbone,
+        spec: TaskSpec,
+        input_init: InputInit = "matched",
+        readout: str | None = None,
+        method: Method | None = None,
     ) -> None:
         super().__init__()
         d_model = backbone.hidden_size
@@ -86,6 +94,8 @@ class FPT(nn.Module):
         init_input_layer(self.input_layer, input_init, backbone.embedding_norm(), backbone.adds_to_inputs)
         self.backbone = backbone
         self.head = nn.Linear(d_model, spec.predictions_per_token * spec.num_classes)
+        self.method = method or Method()
+        self.method.adapt(backbone)  # after the input layer and head: a seed gives them equal values under any method
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, d) features or (B, T) token ids, mask (B, T) → read-out features (B, k, D)."""
@@ -102,11 +112,15 @@ class FPT(nn.Module):
         return self.forward_head(self.forward_features(x, mask))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Every parameter in exactly one group: the backbone's five plus "input" and "output"."""
+        """Every parameter in exactly one group: the backbone's five, "input", "output" and "adapter" (the method's)."""
+        adapter = self.method.parameters(self.backbone)
+        taken = {id(p) for p in adapter}
+        body = {g: [p for p in ps if id(p) not in taken] for g, ps in self.backbone.parameter_groups().items()}
         return {
             "input": list(self.input_layer.parameters()),
             "output": list(self.head.parameters()),
-            **self.backbone.parameter_groups(),
+            **body,
+            "adapter": adapter,
         }
 
 
@@ -115,4 +129,6 @@ def fpt_model(cfg, spec: TaskSpec) -> FPT:
     backbone = get_backbone(cfg.backbone, cfg.init, cfg.backbone_path, cfg.dropout)
     backbone.use_bos(cfg.bos)
     backbone.check_length(spec.max_tokens)
-    return FPT(backbone, spec, cfg.input_init, cfg.readout)
+    model = FPT(backbone, spec, cfg.input_init, cfg.readout, get_method(cfg))
+    check_trained(model.method, backbone, parse_groups(cfg.train), model.parameter_groups())
+    return model

@@ -81,6 +81,11 @@ TASKS: Registry[Any] = Registry("task", ("fpt.tasks",))
 # "all" for it.
 MODELS: Registry[Any] = Registry("model", ("fpt.model", "fpt.baselines"))
 
+# Methods chosen with --method: which small set of the backbone's weights trains besides the input layer and head
+# (fpt.methods). A factory takes (cfg: TrainConfig) and returns an fpt.methods.Method; its tags name the TrainConfig
+# fields it reads (`options`) and the groups it trains with when --train is not given (`default_train`).
+METHODS: Registry[Any] = Registry("method", ("fpt.methods",))
+
 
 def trains_all(model: str) -> bool:
     return bool(MODELS.resolve(model)[0].tags.get("trains_all"))

@@ -23,12 +23,14 @@ from fpt.config import TrainConfig
 from fpt.distributed import Group, join, launched, leave, parallel
 from fpt.errors import FPTError
 from fpt.evaluate import Tracker, autocast, evaluate
+from fpt.moved import MOVED_FILE, moved
 from fpt.placement import describe_bytes, set_threads
 from fpt.registry import MODELS
 from fpt.results import environment, write_atomic, write_json, write_jsonl
 from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream, Checkpointer, config_differences, saved_config
 from fpt.shipping.patch import TRAINED_FILE, write_trained
 from fpt.tasks import Task, TaskSpec, get_task
+from fpt.unfreeze import Unfreezing
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,8 +110,14 @@ class Stepper:
         self.cfg, self.model, self.optimizer, self.scheduler, self.device = cfg, model, optimizer, scheduler, device
         self.world, self.global_batch = world, global_batch
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        if cfg.unfreeze and world > 1:
+            raise FPTError("unfreeze changes which tensors train mid-run; run it in one process (DDP fixes them)")
+        self.unfreezing = Unfreezing(model, cfg.unfreeze) if cfg.unfreeze else None
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # gradual unfreezing: which tensors train in this step (the scheduler counts the steps taken, resumed too)
+        if self.unfreezing is not None and self.unfreezing.apply(self.scheduler.last_epoch + 1):
+            self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # what the clip covers
         with autocast(self.cfg.precision, self.device):
             loss = loss_fn(self.model(x, mask), y)
             if self.world > 1:
@@ -172,7 +180,7 @@ def run(
     with loading_bars(not quiet):  # --quiet: no weight-loading or conversion bars either
         model = build_model(cfg, task).to(device)
     model.train()
-    counts = freeze.count(model)
+    counts, initial = freeze.count(model), freeze.trained_state(model, groups)  # initial: θ₀ of moved.json
     if out is not None:
         check_disk(Path(out), model, groups)
     set_threads(cfg.threads)  # --threads, else the cores other processes leave free (after any user error)
@@ -219,7 +227,7 @@ def run(
     test = evaluate(model, task.splits["test"], cfg.eval_batch_size, device, cfg.precision, group, metric)
     result = result_record(cfg, task, model, counts, tracker, test, group.world, device)
     if out is not None and group.main:
-        write_run(Path(out), cfg, task.spec, model, tracker.curve, result, checkpoints)
+        write_run(Path(out), cfg, task.spec, model, tracker.curve, result, checkpoints, initial)
     return result
 
 
@@ -245,7 +253,8 @@ def fit_run(cfg: TrainConfig, out: str | Path | None, task: Task | None) -> dict
     return result
 
 
-RUN_FILES = (CHECKPOINT_FILE, "result.json", TRAINED_FILE, "curve.jsonl", "config.yaml")  # what a run leaves in --out
+# what a run leaves in --out
+RUN_FILES = (CHECKPOINT_FILE, "result.json", TRAINED_FILE, "curve.jsonl", "config.yaml", MOVED_FILE)
 
 
 def nearest_existing(path: Path) -> Path:
@@ -375,10 +384,13 @@ def write_run(
     curve: list[dict[str, Any]],
     result: dict[str, Any],
     checkpoints: Checkpointer | None,
+    initial: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """A finished run's files in `out`, each written atomically, result.json last: it marks the run finished, so its
-    checkpoint goes."""
+    checkpoint goes. With `initial` (the trained tensors' values before the first step), moved.json too."""
     write_trained(out / TRAINED_FILE, model, freeze.parse_groups(cfg.train), cfg, spec)
+    if initial is not None:
+        write_json(out / MOVED_FILE, moved(model, initial))
     write_jsonl(out / "curve.jsonl", curve)
     write_atomic(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     write_json(out / "result.json", result)

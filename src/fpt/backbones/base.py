@@ -82,6 +82,10 @@ class Backbone(nn.Module):
         """Every parameter of `self.model` in exactly one of BACKBONE_GROUPS, chosen by module structure."""
         raise NotImplementedError
 
+    def layers(self) -> nn.ModuleList:
+        """The body's transformer blocks, first to last: what gradual unfreezing and fpt.moved count layers by."""
+        raise NotImplementedError
+
     def token_embeddings(self) -> torch.Tensor:
         """(V, D) rows of the input-side embedding table; used to match the input layer's scale."""
         raise NotImplementedError

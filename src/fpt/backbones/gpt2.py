@@ -44,6 +44,9 @@ class GPT2Backbone(Backbone):
             "feedforward": params([block.mlp for block in m.h]),
         }
 
+    def layers(self) -> torch.nn.ModuleList:
+        return self.model.h
+
     def token_embeddings(self) -> torch.Tensor:
         return self.model.wte.weight
 

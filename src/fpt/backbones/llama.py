@@ -61,6 +61,9 @@ class LlamaBackbone(Backbone):
             "feedforward": params([lay.mlp for lay in m.layers]),
         }
 
+    def layers(self) -> torch.nn.ModuleList:
+        return self.model.layers
+
     def token_embeddings(self) -> torch.Tensor:
         return self.model.embed_tokens.weight
 

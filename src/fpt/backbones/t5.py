@@ -49,6 +49,9 @@ class T5Backbone(Backbone):
             "feedforward": params([block.layer[1].DenseReluDense for block in m.encoder.block]),
         }
 
+    def layers(self) -> torch.nn.ModuleList:
+        return self.model.encoder.block
+
     def token_embeddings(self) -> torch.Tensor:
         return self.model.encoder.embed_tokens.weight
 

@@ -54,6 +54,9 @@ class ViTBackbone(Backbone):
             "feedforward": params([lay.mlp for lay in m.layers]),
         }
 
+    def layers(self) -> torch.nn.ModuleList:
+        return self.model.layers
+
     def token_embeddings(self) -> torch.Tensor:
         # ViT has no vocabulary: its tokens are projected patches. Without images, take the projection of 256 fixed
         # random patches of unit-variance pixels (ViT normalises pixels to roughly zero mean, unit scale); the rows of

@@ -18,6 +18,7 @@ from statistics import mean
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fpt.errors import FPTError
+from fpt.experiments.moved import section as moved_section
 from fpt.experiments.settings import (
     CONVERGED,
     Record,
@@ -30,6 +31,7 @@ from fpt.experiments.settings import (
     welch,
 )
 from fpt.freeze import PAPER_GROUPS
+from fpt.moved import MOVED_FILE
 from fpt.version import __version__
 
 # ---- reading -------------------------------------------------------------------------------------------------------
@@ -53,6 +55,9 @@ def load_results(paths: list[Path]) -> list[Record]:
                 curve = file.with_name("curve.jsonl")  # fpt train writes the learning curve beside result.json
                 if "curve" not in row and curve.is_file():
                     row["curve"] = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
+                moved = file.with_name(MOVED_FILE)  # and what moved (fpt.moved), for the what-moved section
+                if "moved" not in row and moved.is_file():
+                    row["moved"] = json.loads(moved.read_text())
                 rows.append(row)
             except (OSError, json.JSONDecodeError) as err:
                 raise FPTError(f"cannot read results from {file}: {err}") from None
@@ -70,6 +75,8 @@ def normalise(records: list[Record]) -> list[Record]:
             label = f"{r['model']} {r['backbone']}/{r['init']}"
             if r["model"] == "fpt" and tuple(groups) != PAPER_GROUPS:
                 label += f" train={','.join(groups)}"
+            if (r.get("config") or {}).get("method", "fpt") != "fpt":
+                label += f" method={r['config']['method']}"
             r = {"run_id": f"record-{i}", "task_label": r["task"], "model_label": label, "axes": {}, **r}
         out.append({"status": "ok", **r})
     return latest_records(out)
@@ -337,6 +344,7 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
     plots.learning_curves(settings, out / "learning_curves.png")
     plots.accuracy_vs_params(settings, out / "accuracy_vs_params.png")
     md += ["![learning curves](learning_curves.png)", "", "![accuracy vs trained parameters](accuracy_vs_params.png)"]
+    md += [""] + moved_section(settings, runs_dir, out)
     if options.attention:
         try:
             caption = plots.attention_maps(
