@@ -172,9 +172,8 @@ def run(
     test split on the best-on-validation weights and the run's files."""
     deterministic()
     task = task or get_task(cfg.task, **cfg.task_args)
-    steps = cfg.steps or task.spec.default_steps
-    eval_every = min(cfg.eval_every or task.spec.default_eval_every, steps)
-    cfg = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})  # resolved: as saved beside the results
+    cfg = resolved(cfg, task.spec)
+    steps, eval_every = cfg.steps, cfg.eval_every
     groups = freeze.parse_groups(cfg.train)
     metric = task.spec.metric
     with loading_bars(not quiet):  # --quiet: no weight-loading or conversion bars either
@@ -237,20 +236,23 @@ def fit_run(cfg: TrainConfig, out: str | Path | None, task: Task | None) -> dict
     from fpt.baselines.classical import fit_and_score
 
     task = task or get_task(cfg.task, **cfg.task_args)
-    steps, eval_every = cfg.steps or task.spec.default_steps, cfg.eval_every or task.spec.default_eval_every
-    cfg = cfg.model_copy(update={"steps": steps, "eval_every": eval_every})  # resolved as a trained run's
+    cfg = resolved(cfg, task.spec)
     model = MODELS.build(cfg.model, cfg=cfg, spec=task.spec)
     val, test, seconds = fit_and_score(model, task, cfg.model)
     tracker = Tracker(best_state={}, best={"step": 0, **val}, train_seconds=seconds)
     counts = {"trainable_params": 0, "total_params": 0}
     result = result_record(cfg, task, nn.Module(), counts, tracker, test, 1, torch.device("cpu")) | {"fitted": True}
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "curve.jsonl", [])
-        write_atomic(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        write_json(out / "result.json", result)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_record(Path(out), cfg, [], result)
     return result
+
+
+def resolved(cfg: TrainConfig, spec: TaskSpec) -> TrainConfig:
+    """`cfg` with the task's default budget filled in (steps, and a validation at least at the last step): as
+    saved beside the results."""
+    steps = cfg.steps or spec.default_steps
+    return cfg.model_copy(update={"steps": steps, "eval_every": min(cfg.eval_every or spec.default_eval_every, steps)})
 
 
 # what a run leaves in --out
@@ -391,11 +393,16 @@ def write_run(
     write_trained(out / TRAINED_FILE, model, freeze.parse_groups(cfg.train), cfg, spec)
     if initial is not None:
         write_json(out / MOVED_FILE, moved(model, initial))
+    write_record(out, cfg, curve, result)
+    if checkpoints is not None:
+        checkpoints.remove()
+
+
+def write_record(out: Path, cfg: TrainConfig, curve: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    """curve.jsonl, config.yaml and, last, result.json (which marks a run finished), each written atomically."""
     write_jsonl(out / "curve.jsonl", curve)
     write_atomic(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     write_json(out / "result.json", result)
-    if checkpoints is not None:
-        checkpoints.remove()
 
 
 def load_trained(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

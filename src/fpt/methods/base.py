@@ -53,6 +53,9 @@ def target_list(targets: str | None) -> list[str] | None:
 class PeftMethod(Method):
     """A method peft implements: `config` builds its peft config for a backbone; the rest is shared."""
 
+    def __init__(self, cfg) -> None:
+        self.targets = target_list(cfg.targets)  # None: peft's (or the method's) default modules
+
     def config(self, backbone: Backbone) -> Any:
         raise NotImplementedError
 

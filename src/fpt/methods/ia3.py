@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fpt.backbones.base import Backbone
-from fpt.methods.base import PeftMethod, target_list
+from fpt.methods.base import PeftMethod
 from fpt.registry import METHODS
 
 
@@ -18,9 +18,6 @@ from fpt.registry import METHODS
 )
 class IA3(PeftMethod):
     name = "ia3"
-
-    def __init__(self, cfg) -> None:
-        self.targets = target_list(cfg.targets)
 
     def config(self, backbone: Backbone) -> Any:
         from peft import IA3Config

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from fpt.backbones.base import Backbone
-from fpt.methods.base import ADAPTER_NAME, PeftMethod, target_list, tuner_layers
+from fpt.methods.base import ADAPTER_NAME, PeftMethod, tuner_layers
 from fpt.registry import METHODS
 
 
@@ -21,14 +21,13 @@ class LoRA(PeftMethod):
     name = "lora"
 
     def __init__(self, cfg) -> None:
-        self.rank, self.alpha, self.dropout, self.targets = cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.targets
+        super().__init__(cfg)
+        self.rank, self.alpha, self.dropout = cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout
 
     def config(self, backbone: Backbone) -> Any:
         from peft import LoraConfig
 
-        return LoraConfig(
-            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=target_list(self.targets)
-        )
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.targets)
 
     def updates(self, backbone: Backbone) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         with torch.no_grad():

@@ -24,7 +24,7 @@ import torch
 from fpt.errors import FPTError
 from fpt.registry import TASKS
 from fpt.tasks.base import RegressionSplit, Task, TaskSpec, check_positive
-from fpt.tasks.series import Recipe, _values, check_file, global_stats, instance_stats
+from fpt.tasks.series import Recipe, check_file, global_stats, instance_stats, is_number, parse_values
 from fpt.tasks.ucr import aeon_data_dir
 
 
@@ -58,7 +58,7 @@ def read_series_csv(path: Path, columns: tuple[str, ...] | None) -> list[np.ndar
         raise FPTError(f"{path}: empty file (a header row and one row a time step)")
     header = [c.strip() for c in rows[0][1]]
     if columns is None:
-        picked = [i for i, c in enumerate(rows[1][1]) if i < len(header) and header[i] and _number_like(c)]
+        picked = [i for i, c in enumerate(rows[1][1]) if i < len(header) and header[i] and is_number(c)]
     else:
         unknown = [c for c in columns if c not in header]
         if unknown:
@@ -70,16 +70,8 @@ def read_series_csv(path: Path, columns: tuple[str, ...] | None) -> list[np.ndar
     for number, row in rows[1:]:
         if len(row) != len(header):
             raise FPTError(f"{path}:{number}: {len(row)} fields, but the header has {len(header)} (ragged row)")
-        values.append(_values([row[i].strip() for i in picked], path, number))
+        values.append(parse_values([row[i].strip() for i in picked], path, number))
     return [np.stack(values)]
-
-
-def _number_like(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_series_npz(path: Path) -> list[np.ndarray]:

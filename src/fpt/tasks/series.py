@@ -73,7 +73,7 @@ def _ts_header(path: Path, lines: list[str]) -> tuple[Objective, tuple[str, ...]
     raise FPTError(f"{path}: no @data line (not a .ts file?)")
 
 
-def check_ts(path: Path) -> tuple[Objective, tuple[str, ...]]:
+def check_ts(path: Path) -> Objective:
     """Check every data line of a .ts file before aeon reads it, so that a problem names its line."""
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     objective, classes, data_line = _ts_header(path, lines)
@@ -107,7 +107,7 @@ def check_ts(path: Path) -> tuple[Objective, tuple[str, ...]]:
                 raise FPTError(f"{path}:{number}: target {label.strip()!r} is not a finite number") from None
     if not rows:
         raise FPTError(f"{path}: no series after @data")
-    return objective, classes
+    return objective
 
 
 def read_ts(path: str | Path, missing: Literal["error", "zero"] = "error") -> Labelled:
@@ -117,9 +117,9 @@ def read_ts(path: str | Path, missing: Literal["error", "zero"] = "error") -> La
 
     path = check_file(path, ".ts file")
     if missing == "error":
-        objective, classes = check_ts(path)
+        objective = check_ts(path)
     else:
-        objective, classes, _ = _ts_header(path, path.read_text(encoding="utf-8").splitlines())
+        objective = _ts_header(path, path.read_text(encoding="utf-8").splitlines())[0]
     try:
         x, y, meta = load_from_ts_file(str(path), return_meta_data=True)
         classes = tuple(str(c) for c in meta.get("class_values") or ())  # as aeon spells them (it may lower-case)
@@ -159,7 +159,7 @@ def read_csv(path: str | Path, label: int | str = 0, objective: Objective | None
     width = len(rows[0][1])
     header = None
     probe = _column(None, label, width, path) if isinstance(label, int) else None
-    if isinstance(label, str) or any(not _is_number(c) for i, c in enumerate(rows[0][1]) if i != probe and c.strip()):
+    if isinstance(label, str) or any(not is_number(c) for i, c in enumerate(rows[0][1]) if i != probe and c.strip()):
         header = [c.strip() for c in rows[0][1]]
         rows = rows[1:]
     if not rows:
@@ -177,12 +177,12 @@ def read_csv(path: str | Path, label: int | str = 0, objective: Objective | None
             values.pop()  # a shorter series
         if not values:
             raise FPTError(f"{path}:{number}: no values, only a label")
-        series.append(_values(values, path, number)[:, None])
+        series.append(parse_values(values, path, number)[:, None])
         labels.append(target)
     return _labelled(series, labels, objective, path)
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:
@@ -190,7 +190,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _values(values: list[str], path: Path, line: int | str) -> np.ndarray:
+def parse_values(values: list[str], path: Path, line: int | str) -> np.ndarray:
     out = np.empty(len(values))
     for i, value in enumerate(values):
         if not value or value.lower() in ("nan", "?", "na"):
@@ -206,12 +206,12 @@ def _labelled(series: list[np.ndarray], labels: list, objective: Objective | Non
     """Labels as classes (strings) or regression targets: `objective` if given, else regression only when every label
     is a number and some are not whole numbers."""
     texts = [str(v) for v in labels]
-    numeric = all(_is_number(t) for t in texts)
+    numeric = all(is_number(t) for t in texts)
     if objective is None:
         objective = "regression" if numeric and any(float(t) != round(float(t)) for t in texts) else "classification"
     if objective == "regression":
         if not numeric:
-            bad = next(t for t in texts if not _is_number(t))
+            bad = next(t for t in texts if not is_number(t))
             raise FPTError(f"{path}: regression target {bad!r} is not a number")
         targets = np.array([float(t) for t in texts])
         if not np.isfinite(targets).all():
