@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 import fpt
 from fpt.distributed import Group, parallel
+from fpt.moved import MOVED_FILE
 from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream
 from fpt.tasks.base import TensorSplit
 from fpt.train import Stepper, make_optimizer
@@ -78,7 +79,8 @@ def test_two_processes_train_like_one(runs):
 
 def test_only_rank_zero_writes_and_reports(runs):
     _, two, proc = runs
-    assert sorted(p.name for p in two.iterdir()) == ["config.yaml", "curve.jsonl", "result.json", "trained.safetensors"]
+    files = ["config.yaml", "curve.jsonl", MOVED_FILE, "result.json", "trained.safetensors"]
+    assert sorted(p.name for p in two.iterdir()) == sorted(files)
     assert not (two / CHECKPOINT_FILE).exists()
     logs = [line for line in proc.stderr.splitlines() if "val_acc" in line]
     assert len(logs) == 3  # one line per validation, from rank 0 only
