@@ -299,3 +299,29 @@ def test_llama_starts_every_sequence_with_its_bos_token(checkpoints):
         backbone.check_length(backbone.max_positions)  # the BOS token takes a position
     with pytest.raises(FPTError, match="has no BOS token"):
         get_backbone("bert", path=checkpoints["bert"][0]).use_bos(True)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_keep_layers_truncates_the_body(checkpoints, name):
+    """--layers N (Tan et al.'s ablations): the first N blocks stay, with their weights; 0 leaves no attention."""
+    torch.manual_seed(2)
+    embeds, mask = torch.randn(2, 6, D), torch.ones(2, 6, dtype=torch.bool)
+    outputs = []
+    for n in (LAYERS, 1, 0):
+        backbone = get_backbone(name, path=checkpoints[name][0], dropout=0.0).eval()
+        first = [p.clone() for p in backbone.layers()[0].parameters()]
+        backbone.keep_layers(n)
+        assert len(backbone.layers()) == n
+        assert_partition(backbone)
+        assert bool(backbone.parameter_groups()["attention"]) == (n > 0)
+        if n:
+            assert all(torch.equal(a, b) for a, b in zip(first, backbone.layers()[0].parameters(), strict=True))
+        with torch.no_grad():
+            out = backbone(embeds, mask)
+            at = backbone.forward_at(embeds, mask, torch.tensor([[5], [2]]))
+        assert out.shape == (2, 6, D) and torch.isfinite(out).all()
+        torch.testing.assert_close(at, torch.stack([out[0, 5:], out[1, 2:3]]), atol=1e-5, rtol=1e-4)
+        outputs.append(out)
+    assert not torch.allclose(outputs[0], outputs[1]) and not torch.allclose(outputs[1], outputs[2])
+    with pytest.raises(FPTError, match=f"has {LAYERS} transformer blocks"):
+        get_backbone(name, path=checkpoints[name][0]).keep_layers(LAYERS + 1)

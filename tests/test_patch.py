@@ -206,3 +206,19 @@ def test_metadata_is_read_by_safetensors_and_bad_files_are_one_line(tmp_path):
         assert "\n" not in str(err.value)
     with pytest.raises(fpt.FPTError, match="file not found"):
         read_metadata(tmp_path / "missing.safetensors", "fpt-test/1")
+
+
+@pytest.mark.parametrize("overrides", [{"layers": 0}, {"model": "transformer", "init": "random", "layers": 1}])
+def test_truncated_backbones_train_and_reload(tiny_cfg, tmp_path, overrides):
+    """Tan et al.'s ablations, no transformer blocks and one trained block from scratch: they train, count only the
+    blocks kept, and their patch rebuilds the same truncated model."""
+    cfg = tiny_cfg(task="digits", task_args={}, steps=6, eval_every=3, **overrides)
+    result = fpt.train(cfg, out=tmp_path, quiet=True)
+    model = fpt.build_model(cfg, fpt.get_task("digits"))
+    assert len(model.backbone.layers()) == cfg.layers
+    assert result["trainable_params"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    path, _ = export(tmp_path, tmp_path / "ablation.fpt.safetensors")
+    reloaded = from_patch(path, backbone_path=cfg.backbone_path)
+    assert len(reloaded.backbone.layers()) == cfg.layers
+    test = fpt.evaluate(reloaded, fpt.get_task("digits").splits["test"], 256, torch.device("cpu"))
+    assert test == {"accuracy": result["test_accuracy"], "loss": result["test_loss"]}

@@ -49,6 +49,12 @@ class TrainConfig(BaseModel):
         description="start every sequence with the backbone's BOS token embedding, as in its pretraining (decoder "
         "backbones); default: the family's (on for llama/smollm2, off elsewhere)",
     )
+    layers: int | None = Field(
+        None,
+        ge=0,
+        description="keep the backbone's first N transformer blocks, drop the rest (0: none, the input layer reaches "
+        "the head through the embeddings' positions and norm alone); default: all",
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="backbone dropout probability")
     optimizer: Literal["adam", "adamw"] = Field("adam", description="optimizer")
     lr: float = Field(1e-3, gt=0.0, description="learning rate")

@@ -128,6 +128,8 @@ class FPT(nn.Module):
 def fpt_model(cfg, spec: TaskSpec) -> FPT:
     backbone = get_backbone(cfg.backbone, cfg.init, cfg.backbone_path, cfg.dropout)
     backbone.use_bos(cfg.bos)
+    if cfg.layers is not None:
+        backbone.keep_layers(cfg.layers)
     backbone.check_length(spec.max_tokens)
     model = FPT(backbone, spec, cfg.input_init, cfg.readout, get_method(cfg))
     check_trained(model.method, backbone, parse_groups(cfg.train), model.parameter_groups())

@@ -86,6 +86,17 @@ class Backbone(nn.Module):
         """The body's transformer blocks, first to last: what gradual unfreezing and fpt.moved count layers by."""
         raise NotImplementedError
 
+    def keep_layers(self, n: int) -> None:
+        """Keep the first `n` transformer blocks and drop the rest (the ablations of Tan et al. 2024: 0 blocks is
+        "no language model", 1 block trained from scratch is "one transformer layer")."""
+        blocks = self.layers()
+        if n > len(blocks):
+            raise FPTError(
+                f"layers {n}: backbone {self.name!r} has {len(blocks)} transformer blocks (allowed 0-{len(blocks)})"
+            )
+        del blocks[n:]
+        self.model.config.num_hidden_layers = n  # families whose forward loops over the config's count
+
     def token_embeddings(self) -> torch.Tensor:
         """(V, D) rows of the input-side embedding table; used to match the input layer's scale."""
         raise NotImplementedError

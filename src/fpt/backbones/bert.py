@@ -75,6 +75,8 @@ class BertBackbone(Backbone):
         for i, layer in enumerate(layers):
             read = positions if i == len(layers) - 1 else None
             x = bert_layer(layer, x, keys, read, self.training, take(norms, 1 + 2 * i, 3 + 2 * i))
+        if positions is not None and not len(layers):  # no block to read the positions out (keep_layers(0))
+            return x.gather(1, positions[..., None].expand(-1, -1, x.shape[-1]))
         return x
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
