@@ -85,6 +85,19 @@ def test_expansion_order_labels_and_axes(tiny_bert_dir):
     assert len({r.run_id for r in runs}) == len(runs)
 
 
+def test_exclude_drops_the_pairs_it_matches(tiny_bert_dir):
+    """`exclude` as in CI matrices: a rule drops the task × model pairs its labels match (a key left out: all)."""
+    sweep = tiny_sweep(tiny_bert_dir, tasks={"xor": {"task": "bit-xor"}, "digits": {"task": "digits", "task_args": {}}})
+
+    def pairs(rules):
+        return {(r.task_label, r.model_label) for r in expand(SweepConfig(**{**sweep, "exclude": rules}))}
+
+    every = {("xor", "fpt"), ("xor", "linear"), ("digits", "fpt"), ("digits", "linear")}
+    assert pairs([]) == every
+    assert pairs([{"task": "digits", "model": "linear"}]) == every - {("digits", "linear")}
+    assert pairs([{"model": ["linear"]}, {"task": "xor", "model": "fpt"}]) == {("digits", "fpt")}
+
+
 def test_run_ids_are_stable_and_distinct():
     base = TrainConfig(task="digits", lr=1e-3, task_args={"patch": 2, "split_seed": 0})
     same = [
@@ -139,6 +152,8 @@ def test_a_field_added_later_keeps_earlier_run_ids(monkeypatch):
         ({"models": {"a": {}, "b": {}}}, "have the same config"),
         ({"seeds": []}, "seeds: List should have at least 1 item"),
         ({"grid": {}}, "unknown sweep key 'grid'"),
+        ({"exclude": [{"model": "lstm"}]}, "exclude[0].model: no model labelled 'lstm'; the models are: fpt"),
+        ({"exclude": [{"data": "xor"}]}, "exclude[0].data: Input should be 'task' or 'model' (got 'data')"),
     ],
 )
 def test_bad_sweep_is_one_line_naming_the_entry(tiny_bert_dir, tmp_path, capsys, change, message):

@@ -15,7 +15,8 @@ A sweep file names shared settings (`base`), tasks and models, each a mapping of
 
 Each run's config is base < task entry < model entry (a later one replaces a key, task_args included), with `lr` at
 the top level as shorthand for base's. The grid is seeds × tasks × models × the values of every list-valued key (lr
-among them), seeds outermost, so a sweep stopped half-way holds every setting for its first seeds. A setting is a
+among them), seeds outermost, so a sweep stopped half-way holds every setting for its first seeds; `exclude` rules
+drop task × model pairs (`exclude: [{task: airline, model: [minirocket, dtw]}]`). A setting is a
 task, a model and its other axis values; `lr` is chosen per setting on validation by `fpt report`. With
 `lr_selection: first-seed`, every lr runs the first seed only and the other seeds run at the lr chosen on its
 validation, once the setting's first-seed runs have finished (k lrs × n seeds cost k + n - 1 runs, not k × n).
@@ -69,6 +70,11 @@ class SweepConfig(BaseModel):
     tasks: dict[str, dict[str, Any]] = Field(min_length=1, description="task label → TrainConfig keys")
     models: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"fpt": {}}, min_length=1, description="model label → TrainConfig keys"
+    )
+    exclude: list[dict[Literal["task", "model"], str | list[str]]] = Field(
+        default_factory=list,
+        description="task × model pairs not to run, as a CI matrix excludes them: each {task: LABEL(S), model: "
+        "LABEL(S)} drops the pairs it matches (a key left out matches every label)",
     )
     lr: float | list[float] | None = Field(None, description="learning rate(s), shorthand for base.lr")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of every setting")
@@ -155,6 +161,23 @@ def check_entry(where: str, entry: Any) -> None:
         raise FPTError(f"{where}: {empty[0]} is an empty list (a grid axis needs at least one value)")
 
 
+def exclusions(sweep: SweepConfig, where: str) -> set[tuple[str, str]]:
+    """The (task label, model label) pairs the sweep's `exclude` rules drop; a label no entry has is an error."""
+    pairs = set()
+    for i, rule in enumerate(sweep.exclude):
+        chosen = {}
+        for key, entries in (("task", sweep.tasks), ("model", sweep.models)):
+            labels = rule.get(key, list(entries))
+            labels = [labels] if isinstance(labels, str) else labels
+            unknown = [label for label in labels if label not in entries]
+            if unknown:
+                raise FPTError(f"{where}: exclude[{i}].{key}: no {key} labelled {unknown[0]!r}; the {key}s are: "
+                               f"{', '.join(entries)}")  # fmt: skip
+            chosen[key] = labels
+        pairs |= set(itertools.product(chosen["task"], chosen["model"]))
+    return pairs
+
+
 def expand(sweep: SweepConfig, where: str = "sweep", records: list[Record] | None = None) -> list[Run]:
     """Every run of the sweep, validated (a bad entry is an FPTError naming it) before anything runs.
 
@@ -174,11 +197,14 @@ def expand(sweep: SweepConfig, where: str = "sweep", records: list[Record] | Non
         for label, entry in entries.items():
             check_entry(f"{where}: {section}.{label}", entry)
 
+    excluded = exclusions(sweep, where)
     runs: list[Run] = []
     seen: dict[str, str] = {}
     for seed, (task_label, task_entry), (model_label, model_entry) in itertools.product(
         sweep.seeds, sweep.tasks.items(), sweep.models.items()
     ):
+        if (task_label, model_label) in excluded:
+            continue
         merged = {**base, **task_entry, **model_entry}
         axis_keys = [k for k, v in merged.items() if isinstance(v, list)]
         for values in itertools.product(*(merged[k] for k in axis_keys)):
