@@ -243,3 +243,27 @@ def test_regression_tasks_choose_the_lowest_error_and_say_so(tmp_path):
         and "| airline | fpt | 0.0001 | 0.0001: 0.500; 0.001: 0.900 |" in report
     )
     assert "-0.200 [" in report  # FPT − linear: lower error
+
+
+def test_the_language_model_question_is_answered_per_task(tmp_path):
+    """FPT against its random init, no transformer blocks and one block trained from scratch (Tan et al.'s
+    ablations), told apart by their configs; the ablations are not FPT rows themselves."""
+    results = tmp_path / "results.jsonl"
+    runs = [
+        ("fpt", "fpt", "pretrained", 90, None),
+        ("fpt-random", "fpt", "random", 80, None),
+        ("no-lm", "fpt", "pretrained", 85, 0),
+        ("one-layer", "transformer", "random", 92, 1),
+    ]
+    for label, model, init, test, layers in runs:
+        groups = ("all",) if model == "transformer" else PAPER_GROUPS
+        for seed in range(3):
+            r = record("gun", label, 1e-3, seed, 0.9, (test + seed - 1) / 100, model, init, groups)
+            append_record(results, {**r, "config": {"layers": layers}})
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    section = report.split("### Does the language model help?")[1].split("##")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| gun |")]
+    assert rows == [
+        "| gun | fpt 90.0 ± 2.5 (n=3) | +10.0 [+7.7, +12.3] (higher) | +5.0 [+2.7, +7.3] (higher) "
+        "| -2.0 [-4.3, +0.3] (no clear difference) |"
+    ]

@@ -153,11 +153,57 @@ def difference(a: Setting, b: Setting) -> tuple[str, str]:
         return f"{diff:+.{d}f}", "n=1: no interval"
     lo, hi = diff - half, diff + half
     verdict = "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
+    if metric != "accuracy" and verdict != "no clear difference":  # an error metric: lower is better
+        verdict += " (worse)" if verdict == "higher" else " (better)"
     return f"{diff:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]", verdict
 
 
 def is_fpt(s: Setting, init: str | None = "pretrained") -> bool:
-    return s.model == "fpt" and s.groups == PAPER_GROUPS and (init is None or s.first["init"] == init)
+    whole = s.first.get("config", {}).get("layers") is None  # a truncated backbone is an ablation, not FPT
+    return s.model == "fpt" and s.groups == PAPER_GROUPS and whole and (init is None or s.first["init"] == init)
+
+
+def ablation(s: Setting) -> str | None:
+    """Which of Tan et al.'s (2024) ablations a setting is, by its config: FPT without transformer blocks, or one
+    block trained from scratch."""
+    layers = s.first.get("config", {}).get("layers")
+    if s.model == "fpt" and s.groups == PAPER_GROUPS and layers == 0:
+        return "no transformer"
+    if s.model == "transformer" and s.first["init"] == "random" and layers == 1:
+        return "one trained layer"
+    return None
+
+
+def lm_answers(settings: list[Setting]) -> list[str]:
+    """Does the language model help? FPT vs its random init, no transformer and one trained layer, per task."""
+    columns = ("random init", "no transformer", "one trained layer")
+    rows = []
+    for f in (s for s in settings if is_fpt(s)):
+        same_task = [s for s in settings if s.task == f.task]
+        others = {
+            "random init": next(
+                (s for s in same_task if is_fpt(s, "random") and s.first["backbone"] == f.first["backbone"]), None
+            ),  # fmt: skip
+            **{name: next((s for s in same_task if ablation(s) == name), None) for name in columns[1:]},
+        }
+        if any(others.values()):
+            cells = ["–" if b is None else "{} ({})".format(*difference(f, b)) for b in others.values()]
+            rows.append(f"| {f.task} | {f.label} {f.cell()} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "### Does the language model help?",
+        "",
+        "Tan et al. (2024) asked it of language models on time series: FPT (pretrained backbone) minus the same "
+        "recipe with a random-init backbone, with no transformer blocks (input layer → positions and norm → head), "
+        "and with one transformer block trained from scratch, in points (or the task's error metric) with the 95% "
+        "Welch interval; *higher*/*lower*: the interval excludes 0.",
+        "",
+        "| task | FPT | " + " | ".join(f"FPT − {c}" for c in columns) + " |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def answers(settings: list[Setting]) -> list[str]:
@@ -201,7 +247,7 @@ def answers(settings: list[Setting]) -> list[str]:
         ]
     else:
         out.append("No FPT setting with pretrained init and a baseline on the same task.")
-    return out
+    return out + lm_answers(settings)
 
 
 # ---- environment -----------------------------------------------------------------------------------------------------
