@@ -186,7 +186,7 @@ def lm_answers(settings: list[Setting]) -> list[str]:
             ),  # fmt: skip
             **{name: next((s for s in same_task if ablation(s) == name), None) for name in columns[1:]},
         }
-        if any(others.values()):
+        if others["no transformer"] or others["one trained layer"]:  # random init alone: the first answer has it
             cells = ["–" if b is None else "{} ({})".format(*difference(f, b)) for b in others.values()]
             rows.append(f"| {f.task} | {f.label} {f.cell()} | " + " | ".join(cells) + " |")
     if not rows:
