@@ -212,10 +212,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from fpt.shipping.patch import backbone_bytes_on_disk, describe_size, export
 
-    out, patch = export(args.run_dir, args.out, overwrite=args.overwrite)
+    if args.format == "peft":
+        from fpt.shipping.peft_adapter import export_adapter
+
+        out, patch = export_adapter(args.run_dir, args.out, args.backbone_path, overwrite=args.overwrite)
+    elif args.backbone_path is not None:
+        raise FPTError("--backbone-path is for --format peft (a patch file is written without loading the backbone)")
+    else:
+        out, patch = export(args.run_dir, args.out, overwrite=args.overwrite)
     params = sum(t.numel() for t in patch.tensors.values())
     size = describe_size(patch.nbytes, backbone_bytes_on_disk(patch.meta.get("backbone_source")))
-    print(f"{out}: {len(patch.tensors)} tensors, {params:,} params ({', '.join(patch.groups)}), {size}")
+    kind = "peft adapter, " if args.format == "peft" else ""
+    print(f"{out}: {kind}{len(patch.tensors)} tensors, {params:,} params ({', '.join(patch.groups)}), {size}")
     return 0
 
 
@@ -360,12 +368,29 @@ def build_parser(command: str | None = None) -> Parser:
 
     p = sub.add_parser("export", help="write a finished run's trained tensors as a task patch (.fpt.safetensors)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (result.json, trained.safetensors)")
-    p.add_argument("--out", metavar="FILE", help="the patch file (default: RUN_DIR/<RUN_DIR name>.fpt.safetensors)")
-    p.add_argument("--overwrite", action="store_true", help="replace the patch file if it exists (else refused)")
+    p.add_argument(
+        "--format",
+        choices=("patch", "peft"),
+        default="patch",
+        help="patch: one .fpt.safetensors file (default); peft: a peft adapter folder (adapter_config.json, "
+        "adapter_model.safetensors, and fpt's metadata in fpt_patch.json) that PeftModel.from_pretrained and fpt load",
+    )
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="the patch file (default: RUN_DIR/<RUN_DIR name>.fpt.safetensors) or peft folder (.../<name>.peft)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the patch file or folder if it exists")
+    p.add_argument(
+        "--backbone-path",
+        metavar="DIR",
+        help="--format peft: the backbone's folder or hub id, for a backbone the registry does not ship (the run is "
+        "rebuilt on it, checked by fingerprint, and saved by peft)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("load", help="rebuild a model from a patch, checking its backbone; optionally predict")
-    p.add_argument("patch", metavar="PATCH", help="a .fpt.safetensors file from fpt export")
+    p.add_argument("patch", metavar="PATCH", help="a .fpt.safetensors file or peft folder from fpt export")
     p.add_argument(
         "--backbone-path",
         metavar="DIR",

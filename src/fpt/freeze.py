@@ -35,10 +35,13 @@ def parse_groups(spec: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(g for g in GROUPS if g in names)  # canonical order
 
 
-def named_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
-    """{group: {parameter name: parameter}}, checking that the groups partition the model's parameters."""
+def named_groups(
+    model: nn.Module, groups: dict[str, list[nn.Parameter]] | None = None
+) -> dict[str, dict[str, nn.Parameter]]:
+    """{group: {parameter name: parameter}}, checking that the groups (default: `model.parameter_groups()`) partition
+    the model's parameters."""
     names = {id(p): n for n, p in model.named_parameters()}
-    groups = model.parameter_groups()
+    groups = model.parameter_groups() if groups is None else groups
     if set(groups) != set(GROUPS):
         raise ValueError(f"{type(model).__name__} groups {sorted(groups)} differ from {GROUPS}")
     out: dict[str, dict[str, nn.Parameter]] = {}

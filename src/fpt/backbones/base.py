@@ -21,9 +21,12 @@ from fpt.errors import FPTError
 
 
 class Backbone(nn.Module):
-    """A transformer body wrapped for FPT. Subclasses set `model` and implement `parameter_groups`."""
+    """A transformer body wrapped for FPT. Subclasses set `model` and implement `body_groups`."""
 
     family: str = ""
+    # The transformers `config.model_type`s whose bare body (a transformers model's `base_model`) has this family's
+    # module structure: how fpt.shipping.peft_adapter finds the groups of a model fpt did not build.
+    model_types: tuple[str, ...] = ()
     # Whether the body adds something to the input vectors before its first norm (positions, token types), so that
     # an input layer mapping some input to the zero vector still gives the body a nonzero token. Where nothing is
     # added (rotary or relative positions, RMSNorm), a zero token stays zero through every layer and its gradient
@@ -80,6 +83,12 @@ class Backbone(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter of `self.model` in exactly one of BACKBONE_GROUPS, chosen by module structure."""
+        return self.body_groups(self.model)
+
+    @staticmethod
+    def body_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        """The groups of a bare transformers body of the family (a BertModel, a GPT2Model, ...): one rule, whether the
+        body runs inside fpt's FPT or inside a peft model."""
         raise NotImplementedError
 
     def layers(self) -> nn.ModuleList:

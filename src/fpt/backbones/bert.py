@@ -33,6 +33,7 @@ UNUSED = (r"pooler\.", r"embeddings\.position_ids")  # checkpoint entries an enc
 
 class BertBackbone(Backbone):
     family = "bert"
+    model_types = ("bert",)
 
     def __init__(self, model: BertModel, *, name: str, source: str, init: str) -> None:
         c = model.config
@@ -79,8 +80,9 @@ class BertBackbone(Backbone):
             return x.gather(1, positions[..., None].expand(-1, -1, x.shape[-1]))
         return x
 
-    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        emb, layers = self.model.embeddings, self.model.encoder.layer
+    @staticmethod
+    def body_groups(model: BertModel) -> dict[str, list[torch.nn.Parameter]]:
+        emb, layers = model.embeddings, model.encoder.layer
         return {
             "embedding": params(emb.word_embeddings, emb.token_type_embeddings),
             "positional": params(emb.position_embeddings),
@@ -88,7 +90,8 @@ class BertBackbone(Backbone):
                 emb.LayerNorm, [(lay.attention.output.LayerNorm, lay.output.LayerNorm) for lay in layers]
             ),
             "attention": params([(lay.attention.self, lay.attention.output.dense) for lay in layers]),
-            "feedforward": params([(lay.intermediate, lay.output.dense) for lay in layers]),
+            # the pooler (a BertForSequenceClassification's; fpt's own bodies have none): a pretrained dense layer
+            "feedforward": params([(lay.intermediate, lay.output.dense) for lay in layers], model.pooler or []),
         }
 
     def layers(self) -> nn.ModuleList:

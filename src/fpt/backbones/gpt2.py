@@ -20,6 +20,7 @@ UNUSED = (r"lm_head\.", r"(transformer\.)?h\.\d+\.attn\.masked_bias$")
 
 class GPT2Backbone(Backbone):
     family = "gpt2"
+    model_types = ("gpt2",)
 
     def __init__(self, model: GPT2Model, *, name: str, source: str, init: str) -> None:
         c = model.config
@@ -34,14 +35,14 @@ class GPT2Backbone(Backbone):
             causal=True,
         )
 
-    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        m = self.model
+    @staticmethod
+    def body_groups(model: GPT2Model) -> dict[str, list[torch.nn.Parameter]]:
         return {
-            "embedding": params(m.wte),
-            "positional": params(m.wpe),
-            "layernorm": params([(block.ln_1, block.ln_2) for block in m.h], m.ln_f),
-            "attention": params([block.attn for block in m.h]),
-            "feedforward": params([block.mlp for block in m.h]),
+            "embedding": params(model.wte),
+            "positional": params(model.wpe),
+            "layernorm": params([(block.ln_1, block.ln_2) for block in model.h], model.ln_f),
+            "attention": params([block.attn for block in model.h]),
+            "feedforward": params([block.mlp for block in model.h]),
         }
 
     def layers(self) -> torch.nn.ModuleList:

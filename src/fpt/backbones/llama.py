@@ -32,6 +32,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class LlamaBackbone(Backbone):
     family = "llama"
+    model_types = ("llama", "mistral", "qwen2")
     adds_to_inputs = False  # rotary positions act inside attention; the first RMSNorm sees the input vector alone
     prepend_bos = True  # as in pretraining: the BOS token takes the attention sink, not the first input
 
@@ -51,14 +52,16 @@ class LlamaBackbone(Backbone):
         )
         self.bos_token = c.bos_token_id
 
-    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        m = self.model
+    @staticmethod
+    def body_groups(model: LlamaModel) -> dict[str, list[torch.nn.Parameter]]:
         return {
-            "embedding": params(m.embed_tokens),
+            "embedding": params(model.embed_tokens),
             "positional": [],  # rotary angles are a buffer computed from the config, not parameters
-            "layernorm": params([(lay.input_layernorm, lay.post_attention_layernorm) for lay in m.layers], m.norm),
-            "attention": params([lay.self_attn for lay in m.layers]),
-            "feedforward": params([lay.mlp for lay in m.layers]),
+            "layernorm": params(
+                [(lay.input_layernorm, lay.post_attention_layernorm) for lay in model.layers], model.norm
+            ),
+            "attention": params([lay.self_attn for lay in model.layers]),
+            "feedforward": params([lay.mlp for lay in model.layers]),
         }
 
     def layers(self) -> torch.nn.ModuleList:

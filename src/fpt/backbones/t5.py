@@ -19,6 +19,7 @@ UNUSED = (r"decoder\.", r"lm_head\.")  # the decoder half of a full T5 checkpoin
 
 class T5Backbone(Backbone):
     family = "t5"
+    model_types = ("t5",)
     adds_to_inputs = False  # relative position biases act inside attention; the first norm sees the input alone
 
     def __init__(self, model: T5EncoderModel, *, name: str, source: str, init: str) -> None:
@@ -32,21 +33,21 @@ class T5Backbone(Backbone):
             causal=False,
         )
 
-    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        m = self.model
-        attentions = [block.layer[0].SelfAttention for block in m.encoder.block]
+    @staticmethod
+    def body_groups(model: T5EncoderModel) -> dict[str, list[torch.nn.Parameter]]:
+        attentions = [block.layer[0].SelfAttention for block in model.encoder.block]
         buckets = [att.relative_attention_bias for att in attentions if att.has_relative_attention_bias]  # block 0 only
         # encoder.embed_tokens is normally tied to `shared` (the same Parameter); list it once either way.
-        embed = params(m.shared) + [p for p in params(m.encoder.embed_tokens) if p is not m.shared.weight]
+        embed = params(model.shared) + [p for p in params(model.encoder.embed_tokens) if p is not model.shared.weight]
         return {
             "embedding": embed,
             "positional": params(buckets),
             "layernorm": params(
-                [(block.layer[0].layer_norm, block.layer[1].layer_norm) for block in m.encoder.block],
-                m.encoder.final_layer_norm,
+                [(block.layer[0].layer_norm, block.layer[1].layer_norm) for block in model.encoder.block],
+                model.encoder.final_layer_norm,
             ),
             "attention": params([(att.q, att.k, att.v, att.o) for att in attentions]),
-            "feedforward": params([block.layer[1].DenseReluDense for block in m.encoder.block]),
+            "feedforward": params([block.layer[1].DenseReluDense for block in model.encoder.block]),
         }
 
     def layers(self) -> torch.nn.ModuleList:

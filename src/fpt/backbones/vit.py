@@ -20,6 +20,7 @@ UNUSED = (r"pooler\.", r"classifier\.")  # image-level heads of ViTModel / ViTFo
 
 class ViTBackbone(Backbone):
     family = "vit"
+    model_types = ("vit",)
 
     def __init__(self, model: ViTModel, *, name: str, source: str, init: str) -> None:
         num_patches = model.embeddings.position_embeddings.shape[1] - 1  # the table also has the CLS slot
@@ -43,15 +44,15 @@ class ViTBackbone(Backbone):
             x = layer(x, attention_mask)
         return self.model.layernorm(x)
 
-    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        m = self.model
-        emb = m.embeddings
+    @staticmethod
+    def body_groups(model: ViTModel) -> dict[str, list[torch.nn.Parameter]]:
+        emb = model.embeddings
         return {
             "embedding": params(emb.cls_token, emb.patch_embeddings, [p for p in [emb.mask_token] if p is not None]),
             "positional": params(emb.position_embeddings),
-            "layernorm": params([(lay.layernorm_before, lay.layernorm_after) for lay in m.layers], m.layernorm),
-            "attention": params([lay.attention for lay in m.layers]),
-            "feedforward": params([lay.mlp for lay in m.layers]),
+            "layernorm": params([(lay.layernorm_before, lay.layernorm_after) for lay in model.layers], model.layernorm),
+            "attention": params([lay.attention for lay in model.layers]),
+            "feedforward": params([lay.mlp for lay in model.layers]),
         }
 
     def layers(self) -> torch.nn.ModuleList:

@@ -4,7 +4,8 @@ A patch holds exactly `fpt.freeze.trained_state` of the best-on-validation model
 head, the layer norms and the position table), plus metadata as JSON strings in the safetensors header: fpt version,
 backbone, a SHA-256 fingerprint of the frozen weights it was trained on, the task spec, the trained groups, the
 metrics and the resolved config. Loading rebuilds the model and refuses a backbone whose fingerprint differs.
-No pickle anywhere: tensors are safetensors, everything else is JSON.
+No pickle anywhere: tensors are safetensors, everything else is JSON. The same patch can also be a peft adapter
+folder (`fpt export --format peft`, written by fpt.shipping.peft_adapter): loading reads either form.
 
     fpt export runs/xor --out xor.fpt.safetensors
     model = fpt.load_patch("xor.fpt.safetensors")       # an FPT in eval mode, backbone fingerprint checked
@@ -101,11 +102,16 @@ def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadat
     the content digest that read_safetensors verifies."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    stored = {k: v if k == "format" else json.dumps(v) for k, v in metadata.items() if k != INTEGRITY_KEY}
+    stored = encode_metadata(metadata)
     stored[INTEGRITY_KEY] = json.dumps(content_digest(tensors, stored))
     data = safetensors.torch.save(tensors, metadata=stored)
     write_atomic(path, data)
     return len(data)
+
+
+def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    """Metadata as stored: JSON strings, but `format` in plain text; without a content digest."""
+    return {k: v if k == "format" else json.dumps(v) for k, v in metadata.items() if k != INTEGRITY_KEY}
 
 
 def read_header(data: bytes, where: str) -> dict[str, str]:
@@ -160,12 +166,18 @@ def read_safetensors(
     except (safetensors.SafetensorError, json.JSONDecodeError, ValueError) as err:
         raise FPTError(f"{where}: corrupt {kind} file ({err})") from None
     check_digest(tensors, meta, decoded.get(INTEGRITY_KEY), where)
-    for name, t in tensors.items() if finite_floats else ():
+    if finite_floats:
+        check_finite(tensors, where)
+    return tensors, decoded
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Weights must be finite floating point."""
+    for name, t in tensors.items():
         if not t.is_floating_point():
             raise FPTError(f"{where}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}, not floating point")
         if not torch.isfinite(t).all():
             raise FPTError(f"{where}: tensor {name!r} holds NaN or inf values")
-    return tensors, decoded
 
 
 def check_digest(tensors: dict[str, torch.Tensor], stored: dict[str, str], recorded: Any, where: str) -> None:
@@ -297,6 +309,12 @@ def check_spec_fits_tensors(spec: TaskSpec, tensors: dict[str, torch.Tensor], wh
 def parse_patch(data: bytes, where: str) -> Patch:
     """Validate a patch's bytes (from a file or an upload): format, metadata, finite float tensors."""
     tensors, meta = read_safetensors(data, where, PATCH_FORMAT)
+    return checked_patch(tensors, meta, where, len(data))
+
+
+def checked_patch(tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: str, nbytes: int) -> Patch:
+    """A Patch from tensors and decoded metadata, whatever file they came in, once its metadata and task spec are
+    checked against them."""
     missing = [k for k in ("config", "task_spec", "train_groups", "frozen_sha256") if k not in meta]
     if missing:
         raise FPTError(f"{where}: patch metadata lacks {', '.join(missing)}")
@@ -309,19 +327,63 @@ def parse_patch(data: bytes, where: str) -> Patch:
         raise FPTError(f"{where}: bad patch metadata ({err})") from None
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     spec = spec_from_dict(meta["task_spec"], where)
-    check_spec_fits_tensors(spec, tensors, where, len(data))
+    check_spec_fits_tensors(spec, tensors, where, nbytes)
     params = sum(t.numel() for t in tensors.values())
-    return Patch(tensors, config, spec, groups, meta["frozen_sha256"], metrics, meta, len(data), params)
+    return Patch(tensors, config, spec, groups, meta["frozen_sha256"], metrics, meta, nbytes, params)
 
 
 def read_patch(path: str | Path) -> Patch:
+    """A patch file, or a peft adapter folder written by `fpt export --format peft`."""
+    if Path(path).is_dir():
+        return read_adapter(Path(path))
     return parse_patch(read_file(path), str(path))
 
 
-def export(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Patch]:
-    """Turn a finished run folder (trained.safetensors + result.json) into a patch file; returns its path and it. An
-    existing file at the patch's path is refused unless `overwrite`."""
-    run_dir = Path(run_dir)
+# ---- peft adapter folders (written by fpt.shipping.peft_adapter) ------------------------------------------------
+
+PEFT_FORMAT = "fpt-peft/1"
+PEFT_META_FILE = "fpt_patch.json"  # beside peft's adapter_config.json and adapter_model.safetensors
+PEFT_PREFIX = "base_model.model."  # peft's name for the wrapped model in its adapter files
+PEFT_NORM_COPY = ".ln_tuning_layers."  # LN tuning's trained copy of a norm, under the norm's own name
+
+
+def read_adapter(folder: Path) -> Patch:
+    """A peft adapter folder of an fpt run: peft's tensors under fpt's names, checked as a patch file is (the side
+    file's content digest covers tensors and metadata; then format, task spec, finite floats)."""
+    where = str(folder)
+    if not (folder / PEFT_META_FILE).is_file():
+        raise FPTError(f"{where} is a folder without {PEFT_META_FILE}: give a patch file, or a folder written by "
+                       f"fpt export --format peft")  # fmt: skip
+    meta, adapter = (read_json(folder / name, where) for name in (PEFT_META_FILE, "adapter_config.json"))
+    if meta.get("format") != PEFT_FORMAT or adapter.get("peft_type") != "LN_TUNING":
+        raise FPTError(f"{where}: not a peft adapter of an fpt run (expected {PEFT_META_FILE} of format "
+                       f"{PEFT_FORMAT!r} and an LN_TUNING adapter_config.json)")  # fmt: skip
+    data = read_file(folder / "adapter_model.safetensors")
+    try:
+        stored = safetensors.torch.load(data)
+    except (safetensors.SafetensorError, ValueError) as err:
+        raise FPTError(f"{where}: corrupt adapter_model.safetensors ({err})") from None
+    outside = [k for k in stored if not k.startswith(PEFT_PREFIX)]
+    if outside:
+        raise FPTError(f"{where}: adapter tensor {outside[0]!r} is not under peft's {PEFT_PREFIX!r}")
+    tensors = {k.removeprefix(PEFT_PREFIX).replace(PEFT_NORM_COPY, "."): t for k, t in stored.items()}
+    check_digest(tensors, encode_metadata(meta), meta.get(INTEGRITY_KEY), where)
+    check_finite(tensors, where)
+    return checked_patch(tensors, meta, where, len(data))
+
+
+def read_json(path: Path, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(read_file(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FPTError(f"{where}: {path.name} is not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise FPTError(f"{where}: {path.name} is not a JSON object")
+    return data
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A finished run's trained tensors and the metadata a patch of them carries."""
     if not run_dir.is_dir():
         raise FPTError(f"run folder not found: {run_dir}")
     if not (run_dir / "result.json").is_file():
@@ -338,18 +400,25 @@ def export(run_dir: str | Path, out: str | Path | None = None, overwrite: bool =
         raise FPTError(f"cannot read {run_dir / 'result.json'}: {err}") from None
     if result.get("config") != meta.get("config"):
         raise FPTError(f"{run_dir}: result.json and {TRAINED_FILE} come from different runs (their configs differ)")
-    out = Path(out) if out is not None else run_dir / f"{run_dir.resolve().name}{PATCH_SUFFIX}"
-    if out.is_dir():
-        raise FPTError(f"--out {out} is a folder; give the patch file's path")
-    if out.exists() and not overwrite:
-        raise FPTError(f"{out} already exists; give --overwrite to replace it, or another --out")
-    meta = {
+    return tensors, {
         **{k: v for k, v in meta.items() if k != INTEGRITY_KEY},
         "format": PATCH_FORMAT,
         "fpt_version": __version__,
         "trained_with_fpt_version": meta.get("fpt_version"),
         "metrics": {k: result[k] for k in METRICS if k in result},
     }
+
+
+def export(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Patch]:
+    """Turn a finished run folder (trained.safetensors + result.json) into a patch file; returns its path and it. An
+    existing file at the patch's path is refused unless `overwrite`."""
+    run_dir = Path(run_dir)
+    tensors, meta = read_run(run_dir)
+    out = Path(out) if out is not None else run_dir / f"{run_dir.resolve().name}{PATCH_SUFFIX}"
+    if out.is_dir():
+        raise FPTError(f"--out {out} is a folder; give the patch file's path")
+    if out.exists() and not overwrite:
+        raise FPTError(f"{out} already exists; give --overwrite to replace it, or another --out")
     save_safetensors(out, tensors, meta)
     return out, read_patch(out)
 
@@ -396,20 +465,25 @@ def from_patch(path: str | Path, backbone_path: str | None = None, device: str |
     """Rebuild the trained model from a patch: the backbone it names (or the folder `backbone_path`), checked against
     the patch's fingerprint of the frozen weights, with the patch's tensors loaded. Returned in eval mode, with the
     parsed patch as `.patch`."""
+    return build_patched(read_patch(path), backbone_path, str(path)).to(device).eval()
+
+
+def build_patched(patch: Patch, backbone_path: str | None, where: str) -> nn.Module:
+    """The model `patch` was trained as, on the CPU: built with the run's seed on its backbone (`backbone_path`, else
+    the registry's), the backbone checked against the patch's fingerprint, the patch's tensors loaded strictly."""
     from fpt.registry import MODELS
 
-    patch = read_patch(path)
-    cfg = patch.config.model_copy(update={"backbone_path": backbone_source(patch, backbone_path, str(path)),
+    cfg = patch.config.model_copy(update={"backbone_path": backbone_source(patch, backbone_path, where),
                                           "device": "cpu"})  # fmt: skip
     with torch.random.fork_rng(devices=[]):  # the same seeded build as fpt.train.build_model, without side effects
         torch.manual_seed(cfg.seed)
         model = MODELS.build(cfg.model, cfg=cfg, spec=patch.spec)
     freeze.apply(model, patch.groups)
     source = getattr(getattr(model, "backbone", None), "source", cfg.backbone)
-    check_fits(patch, frozen_fingerprint(model, patch.groups), str(path), f"{cfg.backbone!r} from {source}")
-    load_state_strict(model, patch.tensors, patch.groups, str(path))
+    check_fits(patch, frozen_fingerprint(model, patch.groups), where, f"{cfg.backbone!r} from {source}")
+    load_state_strict(model, patch.tensors, patch.groups, where)
     model.patch = patch
-    return model.to(device).eval()
+    return model
 
 
 def backbone_bytes_on_disk(source: str | None) -> int | None:
