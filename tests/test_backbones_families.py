@@ -246,6 +246,9 @@ SHIPPED_TASKS = {  # every task whose data ships offline, at a few examples each
     "listops": {"max_depth": 3, "min_length": 5, "max_length": 20, "train_size": 32, "val_size": 8, "test_size": 8},
     "digits": {},
     "ucr:ItalyPowerDemand": {"patch": 2},
+    "ucr:BasicMotions": {"max_tokens": 16},  # 6 channels
+    "ucr:Covid3Month": {"max_tokens": 16},  # regression
+    "forecast:Airline": {},
 }
 
 
