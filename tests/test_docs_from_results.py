@@ -2,6 +2,7 @@
 the CLI's own parser, not typed by hand; the README stays short and its links lead somewhere."""
 
 import argparse
+import json
 import re
 import subprocess
 from fnmatch import fnmatch
@@ -331,3 +332,17 @@ def test_every_backticked_flag_in_the_docs_is_an_fpt_option():
     for row in rows:
         for flag in re.findall(r"`(--[\w-]+)", row.split(" | ")[0]):
             assert flag in train, flag
+
+
+def test_time_series_recipe_choice_comes_from_its_results_file():
+    records = [json.loads(line) for line in (ROOT / "results/ts-recipe/ts-recipe.jsonl").read_text().splitlines()]
+    by_recipe: dict[str, list[float]] = {}
+    for r in records:
+        recipe = r["task_label"].partition("-")[2] or "base"
+        by_recipe.setdefault(recipe, []).append(r["val_accuracy"])
+    means = {k: sum(v) / len(v) for k, v in by_recipe.items()}
+    assert all(len(v) == 4 for v in by_recipe.values()) and max(means, key=means.get) == "base"
+    page = flat(text("timeseries"))
+    for recipe, words in (("base", "mean readout"), ("instance", "instance normalisation"), ("32", "32 tokens"),
+                          ("last", "last-token readout")):  # fmt: skip
+        assert f"{words} {means[recipe]:.3f}" in page, recipe

@@ -339,7 +339,11 @@ def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir
     assert capsys.readouterr().out.splitlines()[-1].endswith("7 finished, 0 to run")
 
 
-@pytest.mark.parametrize("name, runs", [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 441)])
+@pytest.mark.parametrize(
+    "name, runs",
+    [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 441), ("ts-recipe", 16), ("ts-suite", 446),
+     ("ts-suite-smollm2", 30)],
+)  # fmt: skip
 def test_shipped_sweeps_expand(name, runs, capsys):
     """The shipped sweep files validate and expand (a dry run reads no data)."""
     config = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
