@@ -203,6 +203,6 @@ def test_one_formatter_for_every_model():
     with pytest.raises(ValidationError) as err:
         SweepConfig(name="s", tasks={"x": {}}, grid=1, seeds=[], lr="fast")
     text = format_validation_error(err.value, SweepConfig, "sweep")
-    assert "unknown sweep key 'grid'; allowed keys: name, description, base, tasks, models, lr, seeds" in text
+    assert "unknown sweep key 'grid'; allowed keys: name, description, base, tasks, models, exclude, lr, seeds" in text
     assert "seeds: List should have at least 1 item" in text and "lr: Input should be a valid number" in text
     assert "lr.float" not in text and len(text.splitlines()) == 1
