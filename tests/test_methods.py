@@ -15,7 +15,7 @@ from fpt.registry import METHODS
 from fpt.shipping.patch import export, from_patch
 
 METHOD_NAMES = [e.name for e in METHODS.entries()]
-D, LAYERS, FF, POSITIONS, RANK = 32, 2, 64, 128, 8  # the tiny BERT of conftest; LoRA's default rank
+D, LAYERS, FF, POSITIONS, RANK, PROMPT = 32, 2, 64, 128, 8, 16  # the tiny BERT of conftest; LoRA's rank, prompt tokens
 IO = (1 * D + D) + (D * 2 + 2)  # bit-xor: a 1-feature input layer and a 2-class head
 NORMS = 2 * LAYERS + 1  # the embeddings' LayerNorm and two per layer
 # What each method trains on the tiny BERT, counted by hand from its architecture:
@@ -25,6 +25,7 @@ HAND_COUNT = {
     "ia3": IO + LAYERS * (D + D + D + FF),  # key, value outputs; attention.output.dense, output.dense inputs (peft's)
     "ln-tuning": IO + NORMS * 2 * D,  # a copy of every LayerNorm
     "bitfit": IO + D + LAYERS * (4 * D + FF + D + 2 * D),  # q, k, v, o; intermediate, output; 2 norms; embeddings'
+    "prompt": IO + PROMPT * D,  # the virtual tokens
 }
 
 
@@ -90,6 +91,8 @@ def test_adapters_change_what_the_bert_body_computes(tiny_cfg):
         ({"method": "lora", "train": "input,output,attention"}, "already adapts the attention group"),
         ({"method": "ln-tuning", "train": "input,output,layernorm"}, "already adapts the layernorm group"),
         ({"method": "ia3", "lora_rank": 4}, "lora_rank: not an option of method 'ia3'"),
+        ({"method": "lora", "prompt_tokens": 4}, "prompt_tokens: not an option of method 'lora'"),
+        ({"method": "prompt", "prompt_tokens": 120}, "sequence of 130 tokens is longer than backbone 'bert' covers"),
         ({"train": "input,output,adapter"}, "adapter holds a method's tensors"),
         ({"method": "lora", "model": "lstm"}, "works in model fpt's pretrained backbone"),
         ({"method": "lora", "train": "all"}, "takes no method 'lora'"),
@@ -110,11 +113,46 @@ def test_method_with_layer_norms_and_positions(tiny_cfg):
     assert freeze.count(model)["trainable_params"] == HAND_COUNT["lora"] + HAND_COUNT["fpt"] - IO
 
 
+@pytest.mark.parametrize("readout", ["last", "mean"])
+def test_prompt_tokens_come_before_the_inputs_and_are_not_read_out(tiny_cfg, readout):
+    """Prompt tuning: the body reads [prompt, inputs]; the read-out is over the inputs' positions alone, padding
+    changes nothing, and the prompt changes what the body computes."""
+    n_bits = 5 if readout == "last" else 1  # the mean reads one token: one XOR bit
+    cfg = tiny_cfg(method="prompt", prompt_tokens=3, readout=readout, task_args={"n_bits": n_bits, "train_size": 64})
+    model = fpt.build_model(cfg, fpt.get_task(cfg.task, **cfg.task_args)).eval()
+    x, mask = torch.randn(2, 2 * n_bits, 1), torch.ones(2, 2 * n_bits, dtype=torch.bool)
+    prompt = model.method.prefix(model.backbone)
+    assert prompt.shape == (3, D)
+    embeds = torch.cat([prompt.expand(2, -1, -1), model.input_layer(x)], 1)
+    hidden = model.backbone.model(inputs_embeds=embeds).last_hidden_state[:, 3:]  # transformers' own forward
+    expected = hidden[:, -n_bits:] if readout == "last" else hidden.mean(1, keepdim=True)
+    torch.testing.assert_close(model.forward_features(x, mask), expected, rtol=1e-5, atol=1e-5)
+    padded, padded_mask = torch.cat([x, torch.zeros(2, 4, 1)], 1), torch.cat([mask, torch.zeros(2, 4, dtype=bool)], 1)
+    torch.testing.assert_close(model(padded, padded_mask), model(x, mask), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        prompt.add_(torch.randn_like(prompt))  # not a constant: the embeddings' LayerNorm would remove it
+    assert not torch.allclose(model(x, mask), model.forward_head(expected), atol=1e-4)
+
+
+def test_prompt_tokens_follow_a_decoders_bos(tiny_cfg, decoder_dirs):
+    task_args = {"n_bits": 3, "train_size": 64}
+    cfg = tiny_cfg(
+        method="prompt", prompt_tokens=2, backbone="llama", backbone_path=decoder_dirs["llama"], task_args=task_args
+    )
+    model = fpt.build_model(cfg, fpt.get_task(cfg.task, **cfg.task_args)).eval()
+    backbone = model.backbone
+    x, mask = torch.randn(2, 6, 1), torch.ones(2, 6, dtype=torch.bool)
+    bos = backbone.token_embeddings()[backbone.bos_token].expand(2, 1, -1)
+    embeds = torch.cat([bos, model.method.prefix(backbone).expand(2, -1, -1), model.input_layer(x)], 1)
+    expected = backbone.model(inputs_embeds=embeds).last_hidden_state[:, -3:]
+    torch.testing.assert_close(model.forward_features(x, mask), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_default_config_keeps_its_identity():
     """A run id is made of the fields set away from their defaults: the method fields leave old runs' ids alone."""
     from fpt.config import identity
 
-    assert not {"method", "lora_rank", "lora_alpha", "lora_dropout", "targets", "unfreeze"} & set(
+    assert not {"method", "lora_rank", "lora_alpha", "lora_dropout", "prompt_tokens", "targets", "unfreeze"} & set(
         identity(fpt.TrainConfig().model_dump())
     )
 

@@ -147,6 +147,30 @@ def test_served_logits_are_each_tasks_trained_model(patches, examples, tmp_path)
         assert (served[name] - trained).abs().max() <= 1e-6, name
 
 
+def test_prompt_tuned_patches_serve_beside_the_others(patches, examples, tiny_bert_dir, tmp_path):
+    """Prompt tuning's tokens are per task and touch nothing shared: such a patch serves on the same core, its rows
+    mixed with other tasks' in one pass, and gives its own trained model's logits; a LoRA patch is refused."""
+    runs = {}
+    for method, extra in (("prompt", {"prompt_tokens": 3}), ("lora", {})):
+        cfg = fpt.TrainConfig(task="bit-xor", task_args=TASKS["xor"][1], backbone="bert", backbone_path=tiny_bert_dir,
+                              steps=4, eval_every=2, batch_size=8, seed=7, method=method, **extra)  # fmt: skip
+        fpt.train(cfg, out=tmp_path / method, quiet=True)
+        runs[method], _ = export(tmp_path / method, tmp_path / f"{method}.fpt.safetensors")
+    core, _ = build(
+        [f"{n}={p}" for n, p in {**patches, "xor-prompt": runs["prompt"]}.items()], backbone_path=tiny_bert_dir
+    )
+    inputs = {"xor-prompt": [*examples["xor"], examples["xor"][0][:6]], "digits": examples["digits"]}
+    served = dict(zip(inputs, core.predict(list(inputs.items())), strict=True))
+    for name, xs in inputs.items():
+        x, mask, _ = collate([(x, torch.zeros(1)) for x in xs])
+        path = runs["prompt"] if name == "xor-prompt" else patches[name]
+        with torch.no_grad():
+            trained = from_patch(path, backbone_path=tiny_bert_dir)(x, mask)
+        assert (served[name] - trained).abs().max() <= 1e-5, name
+    with pytest.raises(fpt.FPTError, match="trains input, output, adapter; a shared frozen core serves"):
+        build([f"xor-lora={runs['lora']}"], backbone_path=tiny_bert_dir)
+
+
 def bad_requests(examples) -> list[tuple[str, str, bytes | str, dict]]:
     """(why, task, body, headers) of requests that must get a 4xx."""
     xor = [x.tolist() for x in examples["xor"]]

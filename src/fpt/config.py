@@ -91,12 +91,13 @@ class TrainConfig(BaseModel):
     method: str = Field(
         "fpt",
         description="which weights of the frozen backbone train besides the input layer and head (fpt list methods): "
-        "fpt (--train's groups), lora, ia3, ln-tuning, bitfit; a method's own tensors are the group 'adapter', and "
-        "--train defaults to input,output beside them",
+        "fpt (--train's groups), lora, ia3, ln-tuning, bitfit, prompt; a method's own tensors are the group "
+        "'adapter', and --train defaults to input,output beside them",
     )
     lora_rank: int = Field(8, gt=0, description="LoRA: rank of the low-rank update")
     lora_alpha: float = Field(8.0, gt=0.0, description="LoRA: scale numerator (the update is B·A·alpha/rank)")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA: dropout on the update's input")
+    prompt_tokens: int = Field(16, gt=0, description="prompt: trained virtual tokens before the inputs")
     targets: str | None = Field(
         None,
         description="lora, ia3, ln-tuning: comma list of the backbone modules the method adapts (peft's "
@@ -206,7 +207,8 @@ class TrainConfig(BaseModel):
         return self
 
 
-METHOD_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "targets")  # each method's registry tags name its own
+# each method's registry tags name its own
+METHOD_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "prompt_tokens", "targets")
 
 
 def members(annotation: Any) -> tuple[Any, ...]:

@@ -70,7 +70,8 @@ def readout(hidden: torch.Tensor, mask: torch.Tensor, how: str, k: int) -> torch
 
 class FPT(nn.Module):
     """A Frozen Pretrained Transformer for one task. Which parameters train is decided by fpt.freeze; a `method`
-    (fpt.methods: LoRA, (IA)³, LN tuning, BitFit) adds its own tensors to the backbone, the "adapter" group."""
+    (fpt.methods: LoRA, (IA)³, LN tuning, BitFit, prompt tuning) adds its own tensors to the backbone, the "adapter"
+    group; prompt tuning's are tokens the backbone reads before the inputs."""
 
     def __init__(
         self,
@@ -100,9 +101,15 @@ class FPT(nn.Module):
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, d) features or (B, T) token ids, mask (B, T) → read-out features (B, k, D)."""
         embeds = self.input_layer(x)  # (B, T, D)
-        if self.readout == "last":  # the backbone computes only what reaches the read-out tokens
+        prefix = self.method.prefix(self.backbone)  # (N, D) virtual tokens before the inputs, or None
+        inputs_mask = mask
+        if prefix is not None:
+            embeds = torch.cat([prefix.to(embeds.dtype).expand(embeds.shape[0], -1, -1), embeds], 1)
+            mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[0]), mask], 1)
+        if self.readout == "last":  # the backbone computes only what reaches the read-out tokens (the inputs' last)
             return self.backbone.forward_at(embeds, mask, last_positions(mask, self.num_outputs))
-        return readout(self.backbone(embeds, mask), mask, self.readout, self.num_outputs)
+        hidden = self.backbone(embeds, mask)[:, embeds.shape[1] - x.shape[1] :]  # (B, T, D): the inputs' positions
+        return readout(hidden, inputs_mask, self.readout, self.num_outputs)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, k, D) → logits (B, k · predictions_per_token, num_classes)."""
@@ -130,7 +137,8 @@ def fpt_model(cfg, spec: TaskSpec) -> FPT:
     backbone.use_bos(cfg.bos)
     if cfg.layers is not None:
         backbone.keep_layers(cfg.layers)
-    backbone.check_length(spec.max_tokens)
-    model = FPT(backbone, spec, cfg.input_init, cfg.readout, get_method(cfg))
+    method = get_method(cfg)
+    backbone.check_length(spec.max_tokens + method.tokens)
+    model = FPT(backbone, spec, cfg.input_init, cfg.readout, method)
     check_trained(model.method, backbone, parse_groups(cfg.train), model.parameter_groups())
     return model

@@ -156,6 +156,8 @@ def attention_maps(
     if cfg.task != "bit-memory":
         raise FPTError(f"attention maps need a bit-memory run, found task {cfg.task!r}")
     model = build_model(cfg, task).eval()
+    if getattr(getattr(model, "method", None), "tokens", 0):
+        raise FPTError(f"attention maps are drawn over the inputs alone; method {cfg.method!r} adds prompt tokens")
     if tensors is not None:
         load_trained(model, tensors)
     hf = getattr(getattr(model, "backbone", None), "model", None)

@@ -3,7 +3,7 @@
 One module per method, registered in fpt.registry.METHODS; importing this package registers them all.
 """
 
-from fpt.methods import bitfit, ia3, ln_tuning, lora, paper  # noqa: F401
+from fpt.methods import bitfit, ia3, ln_tuning, lora, paper, prompt  # noqa: F401
 from fpt.methods.base import Method, check_trained
 from fpt.registry import METHODS
 

@@ -27,6 +27,7 @@ class Method:
     structure, and `updates` gives the weight changes it makes to frozen matrices (LoRA: B·A·scale), for fpt.moved."""
 
     name = ""
+    tokens = 0  # virtual tokens the method puts before the inputs (prompt tuning): positions they take
 
     def adapt(self, backbone: Backbone) -> None:
         """Add the method's tensors to `backbone` (in place)."""
@@ -44,6 +45,10 @@ class Method:
         """Module name → (the change the method makes to its frozen weight, that weight), for methods that change
         a frozen matrix by something other than a tensor of their own (LoRA); empty for the others."""
         return {}
+
+    def prefix(self, backbone: Backbone) -> torch.Tensor | None:
+        """(tokens, D) trained vectors the backbone reads before the inputs (prompt tuning), or None."""
+        return None
 
 
 def target_list(targets: str | None) -> list[str] | None:

@@ -32,6 +32,7 @@ from fpt.tasks.base import TaskSpec
 CORES: Registry[SharedCore] = Registry("shared core")  # backbone family → SharedCore subclass
 PER_TASK_GROUPS = ("layernorm", "positional")  # backbone groups a served patch may carry: stacked per task
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PROMPT = "backbone.prompt.embedding.weight"  # prompt tuning's tokens in a patch (fpt.methods.prompt)
 
 
 def check_outputs(logits: torch.Tensor) -> None:
@@ -101,6 +102,7 @@ class ServedTask:
     index: int
     input_layer: nn.Module  # (n, T[, d]) → (n, T, D)
     head: nn.Linear  # (n, k, D) → (n, k, predictions_per_token · classes)
+    prompt: torch.Tensor | None = None  # (N, D) prompt tuning's virtual tokens, read before each row's inputs
 
     @property
     def spec(self) -> TaskSpec:
@@ -142,8 +144,9 @@ class SharedCore(nn.Module):
         """key → the backbone parameters (of PER_TASK_GROUPS) stacked under it, all of one shape."""
         raise NotImplementedError
 
-    def trim(self, key: str, value: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        """Drop what a task can never use (e.g. position rows past its longest input); value is (n, ...)."""
+    def trim(self, key: str, value: torch.Tensor, length: int) -> torch.Tensor:
+        """Drop what a task can never use (e.g. position rows past the `length` tokens its rows reach: its longest
+        input and its prompt tokens); value is (n, ...)."""
         return value
 
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -165,15 +168,21 @@ class SharedCore(nn.Module):
             raise FPTError(f"task {name!r} is already served")
         if patch.config.model != "fpt":
             raise FPTError(f"{where}: model {patch.config.model!r} has no frozen core to share; only fpt patches serve")
-        unsupported = [g for g in patch.groups if g not in ("input", "output", *PER_TASK_GROUPS)]
+        has_prompt = patch.config.method == "prompt"  # its adapter: virtual tokens before each row, nothing shared
+        allowed = ("input", "output", *PER_TASK_GROUPS, *(("adapter",) if has_prompt else ()))
+        unsupported = [g for g in patch.groups if g not in allowed]
         if unsupported or not {"input", "output"} <= set(patch.groups):
             raise FPTError(
                 f"{where}: trains {', '.join(patch.groups)}; a shared frozen core serves patches that train input "
-                f"and output, and of the backbone only {' and '.join(PER_TASK_GROUPS)}"
+                f"and output, of the backbone only {' and '.join(PER_TASK_GROUPS)}, and prompt tuning's tokens"
             )
         check_fits(patch, self.fingerprint(patch.groups), where, f"the served {self.backbone.name!r}")
         spec = patch.spec
-        self.backbone.check_length(spec.max_tokens)
+        prompt = patch.tensors.get(PROMPT) if has_prompt else None
+        if has_prompt and (prompt is None or prompt.ndim != 2 or prompt.shape[1] != self.backbone.hidden_size):
+            raise FPTError(f"{where}: missing or misshapen {PROMPT} (want [tokens, {self.backbone.hidden_size}])")
+        length = spec.max_tokens + (len(prompt) if has_prompt else 0)  # the positions its rows reach
+        self.backbone.check_length(length)
         input_layer, head = self.task_layers(patch, where)
         values = {}
         names = {id(p): f"backbone.{n}" for n, p in self.backbone.named_parameters()}
@@ -181,10 +190,14 @@ class SharedCore(nn.Module):
             tensors = [patch.tensors.get(names[id(p)], p.detach()) for p in params]
             if any(t.shape != p.shape for t, p in zip(tensors, params, strict=True)):
                 raise FPTError(f"{where}: a {key} tensor has the wrong shape for this backbone")
-            values[key] = self.trim(key, torch.stack(tensors), spec).clone()  # clone: not a view of all the rows
-        used = {"input_layer.weight", "input_layer.bias", "head.weight", "head.bias"} | {
-            names[id(p)] for params in self.stacked().values() for p in params
-        }
+            values[key] = self.trim(key, torch.stack(tensors), length).clone()  # clone: not a view of all the rows
+        used = {
+            "input_layer.weight",
+            "input_layer.bias",
+            "head.weight",
+            "head.bias",
+            *((PROMPT,) if has_prompt else ()),
+        } | {names[id(p)] for params in self.stacked().values() for p in params}
         unknown = sorted(set(patch.tensors) - used)
         if unknown:
             raise FPTError(f"{where}: tensors this backbone has no place for: {unknown[:5]}")
@@ -194,7 +207,7 @@ class SharedCore(nn.Module):
             for key, value in values.items():
                 self._values.setdefault(key, []).append(value)
             self._stale = True  # stacked at the next forward: adding N tasks costs one stacking, not N
-            task = ServedTask(name, replace(patch, tensors={}), len(self.tasks), input_layer, head)  # tensors: copied
+            task = ServedTask(name, replace(patch, tensors={}), len(self.tasks), input_layer, head, prompt)  # copied
             self.tasks[name] = task
         return task
 
@@ -245,15 +258,17 @@ class SharedCore(nn.Module):
             self.restack()
             served = [self.tasks[name] for name, _ in batch]
             padded = [pad(examples) for _, examples in batch]
-            embeds = [task.input_layer(x) for task, (x, _) in zip(served, padded, strict=True)]  # (n_i, T_i, D)
-            longest = max(e.shape[1] for e in embeds)
+            inputs = [prompted(task, task.input_layer(x), m) for task, (x, m) in zip(served, padded, strict=True)]
+            embeds, masks = [e for e, _ in inputs], [m for _, m in inputs]
+            longest = max(e.shape[1] for e in embeds)  # embeds (n_i, N_i + T_i, D): prompt tokens, then inputs
             x = torch.cat([F.pad(e, (0, 0, 0, longest - e.shape[1])) for e in embeds])  # (B, T, D)
-            mask = torch.cat([F.pad(m, (0, longest - m.shape[1])) for _, m in padded])  # (B, T)
+            mask = torch.cat([F.pad(m, (0, longest - m.shape[1])) for m in masks])  # (B, T)
             rows = torch.cat([torch.full((len(e),), task.index) for task, e in zip(served, embeds, strict=True)])
             hidden = self(x, mask, rows)  # (B, T, D)
         out, start = [], 0
         for task, (_, m) in zip(served, padded, strict=True):
-            h = hidden[start : start + len(m), : m.shape[1]]  # (n_i, T_i, D)
+            skip = 0 if task.prompt is None else len(task.prompt)
+            h = hidden[start : start + len(m), skip : skip + m.shape[1]]  # (n_i, T_i, D): the inputs' positions
             features = readout(h, m, task.readout, task.num_outputs)  # (n_i, k, D)
             out.append(task.head(features).reshape(len(m), -1, task.spec.num_classes))
             start += len(m)
@@ -275,6 +290,16 @@ class SharedCore(nn.Module):
             "tasks_bytes": tasks,
             "tasks": len(self.tasks),
         }
+
+
+def prompted(task: ServedTask, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, T, D), (n, T) → the task's prompt tokens before each row, as fpt.model.FPT reads them in training."""
+    if task.prompt is None:
+        return embeds, mask
+    n = len(embeds)
+    return torch.cat([task.prompt.expand(n, -1, -1), embeds], 1), torch.cat(
+        [mask.new_ones(n, len(task.prompt)), mask], 1
+    )
 
 
 def build_core(backbone: Backbone) -> SharedCore:
@@ -310,8 +335,8 @@ class BertCore(SharedCore):
 
     ragged = ("position",)
 
-    def trim(self, key: str, value: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        return value[:, : spec.max_tokens] if key == "position" else value
+    def trim(self, key: str, value: torch.Tensor, length: int) -> torch.Tensor:
+        return value[:, :length] if key == "position" else value
 
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The training body (BertBackbone.encode) with each row's own norms and positions, mask with real tokens
