@@ -74,6 +74,31 @@ def test_readme_offline_suite_pretrained_vs_random_rows_are_rendered_from_the_re
     assert "by 14.5 points" in flat(readme)
 
 
+def test_readme_converged_suite_table_and_sentences_come_from_the_results_file():
+    """The interim converged table (seed 0 so far) is the rendering of the committed records, and each figure the
+    sentences under it quote is read off them: when more runs land, the table and the sentences are rendered anew."""
+    from fpt.experiments.sweep import expand, load_sweep, waiting
+
+    records = select(normalise(load_results([ROOT / "results/converged-suite/converged-suite.jsonl"])))
+    main_table = table(records, lambda s: s.label, "model \\ task", Setting.cell)[0]
+    readme = flat(text("README.md"))
+    assert " ".join(main_table.split()) in readme
+    assert main_table in (ROOT / "results/converged-suite/report.md").read_text()
+    runs = sum(1 for _ in open(ROOT / "results/converged-suite/converged-suite.jsonl"))
+    sweep = load_sweep(ROOT / "configs/converged-suite.yaml")
+    planned = expand(sweep)
+    assert f"({runs} of {len(planned) + waiting(sweep, planned)} runs;" in readme
+    test = {(s.label, s.task): 100 * sum(s.values("test_accuracy")) / len(s.ok) for s in records}
+    for task in ("bit-xor", "bit-memory"):
+        pretrained, random = test[("fpt-pretrained", task)], test[("fpt-random", task)]
+        assert f"{pretrained:.1f}% against {random:.1f}%" in readme
+    gap = max(
+        abs(test[("fpt-pretrained", t)] - test[("transformer", t)]) for t in ("digits", "gunpoint", "italy-power")
+    )
+    assert f"within {gap:.1f} points of the fully trained transformer" in readme
+    assert round(test[("linear", "digits")], 1) == round(test[("fpt-pretrained", "digits")], 1)
+
+
 def test_smollm2_figures_come_from_its_record():
     from fpt.experiments.sweep import read_records
 
