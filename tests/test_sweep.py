@@ -98,6 +98,26 @@ def test_exclude_drops_the_pairs_it_matches(tiny_bert_dir):
     assert pairs([{"model": ["linear"]}, {"task": "xor", "model": "fpt"}]) == {("digits", "fpt")}
 
 
+def test_tasks_and_models_options_run_a_part_with_the_whole_sweeps_ids(tiny_bert_dir):
+    """--tasks / --models narrow a sweep to some labels: the same runs (same ids) the whole sweep lists for them, and
+    an unknown label is a one-line error naming the labels there are."""
+    from fpt.experiments.sweep import SweepOptions, dry_run, narrowed
+
+    sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, tasks={"xor": {"task": "bit-xor"}, "digits": {"task": "digits"}}))
+    whole = {(r.task_label, r.model_label): r.run_id for r in expand(sweep)}
+    part = expand(narrowed(sweep, SweepOptions(tasks="digits", models=" linear,")))
+    assert {(r.task_label, r.model_label): r.run_id for r in part} == {
+        k: v for k, v in whole.items() if k == ("digits", "linear")
+    }
+    assert {(r.task_label, r.model_label) for r in expand(narrowed(sweep, SweepOptions(models="fpt")))} == {
+        ("xor", "fpt"),
+        ("digits", "fpt"),
+    }
+    assert "1 settings" in dry_run(sweep, SweepOptions(tasks="xor", models="fpt"))
+    with pytest.raises(FPTError, match="--tasks: no task labelled 'mnist'; the tasks of sweep .* are: xor, digits"):
+        narrowed(sweep, SweepOptions(tasks="xor,mnist"))
+
+
 def test_run_ids_are_stable_and_distinct():
     base = TrainConfig(task="digits", lr=1e-3, task_args={"patch": 2, "split_seed": 0})
     same = [

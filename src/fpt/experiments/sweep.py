@@ -104,6 +104,16 @@ class SweepOptions(BaseModel):
         None, description="a running Ray cluster (default: start Ray locally)", json_schema_extra={"metavar": "ADDRESS"}
     )
     retry_failed: bool = Field(False, description="run failed runs again (else they count as finished)")
+    tasks: str | None = Field(
+        None,
+        description="only the runs of these task labels (comma list; default: every task); run ids are unchanged, "
+        "so a later full sweep skips what ran",
+        json_schema_extra={"metavar": "LABELS"},
+    )
+    models: str | None = Field(
+        None, description="only the runs of these model labels (comma list; default: every model)",
+        json_schema_extra={"metavar": "LABELS"},
+    )  # fmt: skip
     quiet: bool = Field(False, description="no progress bar; one line per finished run")
 
     def results_file(self, sweep: SweepConfig) -> Path:
@@ -159,6 +169,24 @@ def check_entry(where: str, entry: Any) -> None:
     empty = [k for k, v in entry.items() if isinstance(v, list) and not v]
     if empty:
         raise FPTError(f"{where}: {empty[0]} is an empty list (a grid axis needs at least one value)")
+
+
+def narrowed(sweep: SweepConfig, options: SweepOptions) -> SweepConfig:
+    """The sweep with only the task and model labels `options` names (--tasks, --models), as `exclude` rules: the
+    runs kept are the same runs, with the same ids, as in the whole sweep. An unknown label is an error naming it."""
+    rules = list(sweep.exclude)
+    for key, chosen, entries in (("task", options.tasks, sweep.tasks), ("model", options.models, sweep.models)):
+        if chosen is None:
+            continue
+        labels = [label.strip() for label in chosen.split(",") if label.strip()]
+        unknown = [label for label in labels if label not in entries]
+        if unknown or not labels:
+            raise FPTError(f"--{key}s: no {key} labelled {(unknown or [chosen])[0]!r}; the {key}s of sweep "
+                           f"{sweep.name!r} are: {', '.join(entries)}")  # fmt: skip
+        left_out = [label for label in entries if label not in labels]
+        if left_out:
+            rules.append({key: left_out})
+    return sweep.model_copy(update={"exclude": rules})
 
 
 def exclusions(sweep: SweepConfig, where: str) -> set[tuple[str, str]]:
@@ -440,6 +468,7 @@ def run_sweep(
     """Run every unfinished run of `sweep`, appending each record to the results file as it finishes; returns the
     records of the sweep's runs (latest per id)."""
     options = options or SweepOptions()
+    sweep = narrowed(sweep, options)
     results, runs_dir, workers = options.results_file(sweep), options.runs_folder(sweep), options.workers
     runs = expand(sweep, records=read_records(results))
     done = finished_ids(read_records(results), options.retry_failed)
@@ -511,6 +540,7 @@ def default_runs_dir(results: Path) -> Path:
 def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
     """The runs of `sweep` (id, done or to do, labels, lr, seed) and their count, as text."""
     options = options or SweepOptions()
+    sweep = narrowed(sweep, options)
     records = read_records(options.results_file(sweep))
     runs = expand(sweep, records=records)
     latest = {r["run_id"]: r for r in latest_records(records)}
