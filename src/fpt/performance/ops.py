@@ -4,9 +4,10 @@ Why: torch's CPU dropout draws one Mersenne-Twister number per element through `
 scaled-dot-product attention has no fused kernel with dropout, so in training it falls back to a math path with NaN
 guards over every (B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random words (four mask
 elements per word), CPU training attention with dropout is one autograd function (DropoutAttention), and products
-with frozen weights go through oneDNN with no weight gradient (linear, feed_forward). Everything else goes to
-PyTorch's own kernels. What each path buys, measured, is on docs/performance.md (timings go stale; that page keeps
-them with their source).
+with frozen weights go through oneDNN with no weight gradient (linear, feed_forward); their backward products
+(gradient × weight) go through torch.matmul, which on the Zen 1 CPU measured ran as fast as oneDNN on the weight's
+transpose or faster, much faster on wide feed-forward weights. Everything else goes to PyTorch's own kernels. What
+each path buys, measured, is on docs/performance.md (timings go stale; that page keeps them with their source).
 
 One switch fences them: `enabled` names the paths in use (all by default; the environment variable FPT_FAST_PATHS
 sets it: "none", or a comma list of PATHS), and `fast_paths(...)` changes it for a block of code, e.g. to test or
@@ -191,7 +192,7 @@ class FrozenLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return onednn_linear(grad, weight.t()), None, None
+        return torch.matmul(grad, weight), None, None
 
 
 FEED_FORWARD_ROWS = 1024  # tokens a frozen feed-forward block takes at a time after its first product
@@ -238,14 +239,14 @@ class FrozenFeedForward(torch.autograd.Function):
         rows = grad.reshape(-1, grad.shape[-1])
         parts = []
         for pre_chunk, grad_chunk in zip(pre.split(ctx.rows), rows.split(ctx.rows), strict=True):
-            grad_act = onednn_linear(grad_chunk, w2.t())  # (n, 4D)
+            grad_act = torch.matmul(grad_chunk, w2)  # (n, 4D)
             if ctx.act_backward is not None:
                 grad_pre = ctx.act_backward(grad_act, pre_chunk)
             else:
                 with torch.enable_grad():
                     at = pre_chunk.detach().requires_grad_()
                     (grad_pre,) = torch.autograd.grad(ctx.act(at), at, grad_act)
-            parts.append(onednn_linear(grad_pre, w1.t()))
+            parts.append(torch.matmul(grad_pre, w1))
         return torch.cat(parts).view(*grad.shape[:-1], -1), None, None, None, None, None, None
 
 
