@@ -34,6 +34,7 @@ UNUSED = (r"pooler\.", r"embeddings\.position_ids")  # checkpoint entries an enc
 class BertBackbone(Backbone):
     family = "bert"
     model_types = ("bert",)
+    dropout_keys = BERT_DROPOUT_KEYS
 
     def __init__(self, model: BertModel, *, name: str, source: str, init: str) -> None:
         c = model.config

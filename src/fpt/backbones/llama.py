@@ -43,8 +43,9 @@ class LlamaBackbone(Backbone):
     model_types = ("llama", "mistral", "qwen2")
     adds_to_inputs = False  # rotary positions act inside attention; the first RMSNorm sees the input vector alone
     prepend_bos = True  # as in pretraining: the BOS token takes the attention sink, not the first input
+    dropout_keys = LLAMA_DROPOUT_KEYS
 
-    def __init__(self, model: LlamaModel, *, name: str, source: str, init: str) -> None:
+    def __init__(self, model: LlamaModel, *, name: str, source: str, init: str, folder: str | None = None) -> None:
         c = model.config
         c.use_cache = False  # FPT runs whole sequences: no key/value cache to build on every forward
         # RoPE has no table and runs at any length, but positions past the trained context are as unseen by the frozen
@@ -57,6 +58,7 @@ class LlamaBackbone(Backbone):
             hidden_size=c.hidden_size,
             max_positions=c.max_position_embeddings,
             causal=True,
+            folder=folder,
         )
         self.bos_token = c.bos_token_id
 
@@ -235,4 +237,4 @@ def smollm2(init: str = "pretrained", path: str | None = None, dropout: float = 
         convert_gguf(gguf, folder)
     # init="random" reads only the cached config: the same architecture, LlamaModel's own initialisation.
     model = load_hf(LlamaModel, str(folder), init, dropout=dropout, dropout_keys=LLAMA_DROPOUT_KEYS)
-    return LlamaBackbone(model, name="smollm2", source=str(gguf), init=init)
+    return LlamaBackbone(model, name="smollm2", source=str(gguf), init=init, folder=str(folder))
