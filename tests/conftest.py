@@ -29,6 +29,31 @@ def tiny_bert_dir(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> str:
+    """A tiny Llama (grouped-query attention: 4 heads, 2 key/value heads) with RMSNorm weights away from 1."""
+    from transformers import LlamaConfig, LlamaModel
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    model = LlamaModel(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(1.0, 0.2)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture
 def tiny_cfg(tiny_bert_dir):
     """A TrainConfig factory on the tiny BERT: short runs that exercise the whole loop in a second or two."""

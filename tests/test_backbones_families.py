@@ -328,3 +328,28 @@ def test_keep_layers_truncates_the_body(checkpoints, name):
     assert not torch.allclose(outputs[0], outputs[1]) and not torch.allclose(outputs[1], outputs[2])
     with pytest.raises(FPTError, match=f"has {LAYERS} transformer blocks"):
         get_backbone(name, path=checkpoints[name][0]).keep_layers(LAYERS + 1)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "ln-tuning"])
+def test_llama_body_runs_the_modules_a_method_wraps(checkpoints, method):
+    """peft layers in place of Llama's projections (LoRA: q and v; (IA)³: k, v and the feed-forward's down
+    projection) or of its norms (LN tuning): fpt's decode loop runs them as modules, so its output and the adapter's
+    gradients are those of LlamaModel's forward with the same layers."""
+    from fpt.backbones.base import Backbone
+    from fpt.methods import get_method
+
+    backbone = get_backbone("llama", path=checkpoints["llama"][0], dropout=0.0).requires_grad_(False)
+    adapter = get_method(fpt.TrainConfig(method=method))
+    adapter.adapt(backbone)
+    tensors = adapter.parameters(backbone)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in tensors:
+            p.add_(0.3 * torch.randn_like(p))  # LoRA's B starts at zero, (IA)³'s vectors at one: change both
+    embeds, mask = torch.randn(2, 6, D), torch.tensor([[1] * 6, [1] * 4 + [0] * 2], dtype=torch.bool)
+    results = []
+    for forward in (backbone, Backbone.forward.__get__(backbone)):  # fpt's loop, then LlamaModel's forward
+        out = forward(embeds, mask)[mask]
+        results.append([out, *torch.autograd.grad(out.square().mean(), tensors)])
+    for ours, expected in zip(*results, strict=True):
+        torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)

@@ -124,6 +124,22 @@ def test_a_reference_that_does_not_compile_is_skipped_with_its_reason(tiny_bert_
     assert shape["skipped"] == {"reference-compiled": "torch.compile failed here: RuntimeError: no C++ compiler"}
 
 
+def test_llama_backbone_benches_against_its_reference(tiny_llama_dir):
+    """A Llama folder: the reference is transformers' LlamaModel from it, trained by name (its RMSNorms) and fed the
+    BOS token first as fpt's backbone does, so both steps compute the same loss; fpt's own rows run beside it."""
+    from fpt.performance.bench import BenchSettings, run_bench
+
+    rows = "fpt,reference,reference-eager,inference,fpt-plain"
+    settings = BenchSettings(backbone="llama", backbone_path=tiny_llama_dir, shapes=["bit-memory=2x12"], repeats=1,
+                             warmup=1, threads=1, rows=rows)  # fmt: skip
+    (shape,) = run_bench(settings)["shapes"]
+    assert list(shape["rows"]) == rows.split(",") and shape["skipped"] == {}
+    assert shape["rows"]["fpt"]["trainable_params"] == shape["rows"]["reference"]["trainable_params"]
+    check = shape["same_loss"]
+    assert check["same"] and check["relative_difference"] < 1e-5 and check["input_grad_relative_difference"] < 1e-4
+    assert shape["ratios"]["fpt_vs_reference_speed"] > 0
+
+
 def test_render_refuses_other_json(tmp_path, capsys):
     (tmp_path / "x.json").write_text('{"task": "bit-xor"}')
     assert main(["bench", "--render", str(tmp_path / "x.json")]) == 2

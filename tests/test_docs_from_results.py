@@ -278,6 +278,18 @@ def test_performance_step_times_of_earlier_bench_runs_come_from_their_records():
     assert_on_page("performance", shown)
 
 
+def test_performance_backward_products_come_from_their_record():
+    record = read_json(ROOT / "results/bench/micro/frozen_backward_products.json")
+    ways = ("onednn_transpose_view", "matmul", "onednn_contiguous_transpose")
+    for name, times in record["products"].items():
+        out, inn = times["weight"]
+        cells = " | ".join(f"{times[way]:.1f}" for way in ways)
+        assert f"| {name} ({out} × {inn}) | {cells} |" in text("performance"), name
+    intermediate = record["products"]["minilm intermediate.dense"]
+    ahead = intermediate["matmul"] / intermediate["onednn_transpose_view"] - 1
+    assert f"(matmul took {100 * ahead:.0f}% longer)" in flat(text("performance"))
+
+
 # ---- paths, links, flags, length ----------------------------------------------------------------------------------
 
 

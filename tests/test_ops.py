@@ -1,10 +1,11 @@
-"""fpt's fast paths compute what transformers and PyTorch compute: the BERT body, dropout, attention."""
+"""fpt's fast paths compute what transformers and PyTorch compute: the BERT and Llama bodies, dropout, attention."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fpt
+from fpt.backbones.base import Backbone
 from fpt.model import last_positions, readout
 from fpt.performance import ops
 
@@ -62,6 +63,77 @@ def test_frozen_body_gives_the_input_gradient_of_torchs_path(tiny_bert_dir):
     torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
 
 
+def llama(folder: str, frozen: bool, bos: bool) -> Backbone:
+    """The tiny Llama in training mode with attention dropout 1e-9: the training paths run (fpt's CPU attention with
+    dropout too), and no entry is dropped (p rounds to 0 in 16 bits; torch's dropout draws none in practice). Frozen:
+    as FPT trains it, only the RMSNorm weights (the layernorm group) need gradients."""
+    backbone = fpt.get_backbone("llama", path=folder, dropout=1e-9).train().requires_grad_(not frozen)
+    for p in backbone.parameter_groups()["layernorm"]:
+        p.requires_grad_(True)
+    backbone.use_bos(bos)
+    return backbone
+
+
+def llama_batch(d: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right padding (as fpt's batches come) and, in the last row, left padding (the padding mask then stays); the
+    positions (B, k) of each row's last k real tokens."""
+    embeds, mask = padded_batch(d)
+    mask = torch.cat([mask, mask[2:].flip(1)])
+    return torch.cat([embeds, embeds[:1]]), mask, torch.stack([row.nonzero()[-k:, 0] for row in mask])
+
+
+def run_llama(forward, backbone: Backbone, embeds: torch.Tensor, mask: torch.Tensor, positions=None) -> list:
+    """[hidden states at real tokens (or at `positions`), their loss, its gradients with respect to the inputs and
+    every RMSNorm weight]."""
+    x = embeds.clone().requires_grad_(True)
+    if positions is None:
+        out = forward(x, mask)[mask]
+    else:
+        out = forward(x, mask, positions)
+    loss = out.square().mean()
+    return [out, loss, *torch.autograd.grad(loss, [x, *backbone.parameter_groups()["layernorm"]])]
+
+
+def assert_all_close(ours: list, expected: list) -> None:
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bos", [False, True])
+@pytest.mark.parametrize("frozen", [False, True])  # frozen: fpt.performance.ops' frozen CPU path (oneDNN products)
+def test_llama_body_matches_transformers(tiny_llama_dir, frozen, bos):
+    """fpt's decode loop against LlamaModel's forward (what the base Backbone.forward runs, BOS first when prepended):
+    hidden states at the real tokens, a loss on them and its gradients; the read-out tokens' (forward_at) too."""
+    backbone = llama(tiny_llama_dir, frozen, bos)
+    embeds, mask, positions = llama_batch(backbone.hidden_size, 3)
+    transformers_forward = Backbone.forward.__get__(backbone)
+    expected = run_llama(transformers_forward, backbone, embeds, mask)
+    assert_all_close(run_llama(backbone, backbone, embeds, mask), expected)
+
+    # forward_at: the last layer on the read-out tokens alone, the same outputs there and the same gradients
+    def gathered(x, m, rows):  # the whole body, then the rows' tokens
+        return transformers_forward(x, m).gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
+
+    assert_all_close(run_llama(backbone.forward_at, backbone, embeds, mask, positions),
+                     run_llama(gathered, backbone, embeds, mask, positions))  # fmt: skip
+
+
+@pytest.mark.parametrize("off", [*ops.PATHS, "all"])
+def test_llama_body_with_a_hand_written_path_off_gives_the_same_numbers(tiny_llama_dir, off):
+    backbone = llama(tiny_llama_dir, frozen=True, bos=True)
+    embeds, mask, positions = llama_batch(backbone.hidden_size, 2)
+
+    def run() -> list:
+        return [
+            *run_llama(backbone, backbone, embeds, mask),
+            *run_llama(backbone.forward_at, backbone, embeds, mask, positions),
+        ]
+
+    expected = run()
+    with ops.fast_paths(*([] if off == "all" else [path for path in ops.PATHS if path != off])):
+        assert_all_close(run(), expected)
+
+
 def test_dropout_rate_scale_and_gradient():
     torch.manual_seed(0)
     x = torch.ones(1_000_000, requires_grad=True)
@@ -89,17 +161,38 @@ def test_attention_training_path_matches_sdpa_without_dropout():
     torch.testing.assert_close(ops.attention(q, k, v, keys, 1e-9, True), expected, atol=1e-6, rtol=1e-5)
 
 
-def test_attention_with_dropout_gradients():
+@pytest.mark.parametrize("p", [0.0, 1e-9])  # 0: PyTorch's fused kernel; 1e-9: the written-out path, nothing dropped
+@pytest.mark.parametrize("padded", [False, True])
+def test_causal_attention_matches_sdpa(p, padded):
+    """Causal attention sees the keys up to each query's position: the queries 0..T−1, or those at `at` (forward_at's
+    read-out tokens), which give the same rows."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 7, 4) for _ in range(3))  # (B, H, T, d)
+    keys = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:, None, None, :] if padded else None
+    seen = torch.ones(7, 7, dtype=torch.bool).tril() & (True if keys is None else keys)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=seen)
+    out = ops.attention(q, k, v, keys, p, True, causal=True)
+    torch.testing.assert_close(out[:, :, :4], expected[:, :, :4], atol=1e-6, rtol=1e-5)  # real queries
+    assert torch.isfinite(out).all()
+    at = torch.tensor([[6, 2], [3, 0]])  # (B, Tq)
+    rows = q.gather(2, at[:, None, :, None].expand(-1, 2, -1, 4))  # (B, H, Tq, d)
+    expected_rows = out.gather(2, at[:, None, :, None].expand(-1, 2, -1, 4))
+    torch.testing.assert_close(ops.attention(rows, k, v, keys, p, True, causal=True, at=at), expected_rows)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_with_dropout_gradients(causal):
     """The hand-written backward of CPU attention with dropout equals autograd's through the same dropped entries."""
     torch.manual_seed(1)
     q, k, v = (torch.randn(2, 3, 6, 4, requires_grad=True) for _ in range(3))
     keys = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])[:, None, None, :]
     grad = torch.randn(2, 3, 6, 4)
     torch.manual_seed(7)
-    out = ops.attention(q, k, v, keys, 0.3, True)
+    out = ops.attention(q, k, v, keys, 0.3, True, causal=causal)
     ours = torch.autograd.grad(out, (q, k, v), grad)
     torch.manual_seed(7)  # the same draw: the mask the fast path used
-    scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~keys, torch.finfo(q.dtype).min)
+    seen = ops.visible(keys, 6, 6, q.device) if causal else keys
+    scores = (q @ k.transpose(-2, -1) / 2).masked_fill(~seen, torch.finfo(q.dtype).min)
     keep = ops.keep_mask(scores.shape, 0.3)
     expected = scores.softmax(-1) * keep / 0.7 @ v
     torch.testing.assert_close(out, expected)
@@ -209,6 +302,28 @@ def test_frozen_feed_forward_in_chunks_matches_autograd(monkeypatch, known_backw
     expected = torch.nn.functional.linear(gelu(torch.nn.functional.linear(x, w1, b1)), w2, b2)
     torch.testing.assert_close(y, expected)
     torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+
+
+@pytest.mark.skipif(not ops.ONEDNN, reason="oneDNN not in this torch build")
+@pytest.mark.parametrize("known_backward", [True, False])
+@pytest.mark.parametrize("bias", [False, True])
+def test_frozen_gated_feed_forward_in_chunks_matches_autograd(monkeypatch, known_backward, bias):
+    """Llama's SwiGLU block, down(silu(gate(x)) · up(x)), in chunks of 4 rows of 15: torch's output and input
+    gradient."""
+    monkeypatch.setattr(ops, "FEED_FORWARD_ROWS", 4)
+    torch.manual_seed(1)
+    x = torch.randn(3, 5, 6, requires_grad=True)
+    gate, up, down = (
+        (torch.randn(*shape), torch.randn(shape[0]) if bias else None) for shape in ((24, 6), (24, 6), (6, 24))
+    )
+    y = ops.gated_feed_forward(x, gate, up, F.silu, down, torch.ops.aten.silu_backward if known_backward else None)
+    assert "FrozenGatedFeedForward" in type(y.grad_fn).__name__
+    grad = torch.randn_like(y)
+    expected = F.linear(F.silu(F.linear(x, *gate)) * F.linear(x, *up), *down)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+    with torch.no_grad():
+        torch.testing.assert_close(ops.gated_feed_forward(x, gate, up, F.silu, down), expected)
 
 
 def test_frozen_path_takes_contiguous_fp32_weights_only():

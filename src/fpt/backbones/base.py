@@ -38,6 +38,7 @@ class Backbone(nn.Module):
     # input token, whose content is then lost — and every token after it equal to it, as in a run of equal bits.
     bos_token: int | None = None
     prepend_bos: bool = False
+    dropout_keys: tuple[str, ...] = ()  # the transformers config's dropout probabilities fpt's `dropout` sets
 
     def __init__(
         self,
@@ -49,11 +50,13 @@ class Backbone(nn.Module):
         hidden_size: int,
         max_positions: int | None,
         causal: bool,
+        folder: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.name = name  # the registry name, e.g. "minilm"
         self.source = source  # where the weights came from (folder, file or hub id)
+        self.folder = folder or source  # the transformers folder (or hub id) they load from: for tools that load it
         self.init = init  # "pretrained" or "random"
         self.hidden_size = hidden_size
         self.max_positions = max_positions  # longest sequence the position table covers; None if unbounded

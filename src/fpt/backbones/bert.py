@@ -34,6 +34,7 @@ UNUSED = (r"pooler\.", r"embeddings\.position_ids")  # checkpoint entries an enc
 class BertBackbone(Backbone):
     family = "bert"
     model_types = ("bert",)
+    dropout_keys = BERT_DROPOUT_KEYS
 
     def __init__(self, model: BertModel, *, name: str, source: str, init: str) -> None:
         c = model.config
@@ -155,20 +156,12 @@ def bert_layer(
     def split(y: torch.Tensor) -> torch.Tensor:  # (B, T, D) → (B, H, T, D / H)
         return y.view(b, y.shape[1], heads, d // heads).transpose(1, 2)
 
-    q, k, v = (split(project(y, m)) for y, m in ((xq, attention.query), (x, attention.key), (x, attention.value)))
+    q, k, v = (split(ops.project(y, m)) for y, m in ((xq, attention.query), (x, attention.key), (x, attention.value)))
     a = ops.attention(q, k, v, keys, attention.dropout.p, training).transpose(1, 2).reshape(b, -1, d)  # (B, Tq, D)
-    y = ops.dropout(project(a, out.dense), out.dropout.p, training) + xq
+    y = ops.dropout(ops.project(a, out.dense), out.dropout.p, training) + xq
     y = layer_norm(y, out.LayerNorm, take(norms, 0, 1))
     z = ops.dropout(feed_forward(layer, y), ffn.dropout.p, training) + y
     return layer_norm(z, ffn.LayerNorm, take(norms, 1, 2))
-
-
-def project(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """layer(x) for one of the body's linear layers: through ops.linear for a plain nn.Linear, through the module
-    itself where a method (fpt.methods: LoRA, (IA)³) has wrapped it."""
-    if type(layer) is nn.Linear:
-        return ops.linear(x, layer.weight, layer.bias)
-    return layer(x)
 
 
 def feed_forward(layer: BertLayer, y: torch.Tensor) -> torch.Tensor:
@@ -177,7 +170,7 @@ def feed_forward(layer: BertLayer, y: torch.Tensor) -> torch.Tensor:
     intermediate, dense = layer.intermediate.dense, layer.output.dense
     act = layer.intermediate.intermediate_act_fn
     if type(intermediate) is not nn.Linear or type(dense) is not nn.Linear:
-        return project(act(project(y, intermediate)), dense)
+        return ops.project(act(ops.project(y, intermediate)), dense)
     exact_gelu = isinstance(act, GELUActivation) and act.act is F.gelu
     return ops.feed_forward(
         y, intermediate.weight, intermediate.bias, act, dense.weight, dense.bias,

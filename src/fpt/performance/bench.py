@@ -2,10 +2,11 @@
 
 Rows, on the same backbone, shapes and batch:
   fpt        fpt's FPT training step (fpt.train.Stepper, the loop's own step)
-  reference  the step a user would write: transformers' AutoModel with its default attention (SDPA),
-             requires_grad=False by parameter name (all but LayerNorm and position_embeddings), a linear input layer
-             and head, plain Adam; reference-eager the same with eager attention, reference-compiled the SDPA one
-             under torch.compile (where it compiles). fpt's speed target is read against the fastest of them.
+  reference  the step a user would write (fpt.performance.reference, BERT and Llama families): transformers'
+             AutoModel with its default attention (SDPA), requires_grad=False by parameter name (all but the norms
+             and position embeddings), a linear input layer and head, plain Adam; reference-eager the same with
+             eager attention, reference-compiled the SDPA one under torch.compile (where it compiles). fpt's speed
+             target is read against the fastest of them.
   fpt-no-X   fpt's step with its hand-written CPU path X (dropout, attention, onednn, chunking) switched off, and
              fpt-plain with all of them off: what each path buys on this machine
   full       full fine-tuning of fpt's model (train: all)
@@ -45,6 +46,7 @@ from fpt.cache import HeadOnly
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
 from fpt.performance import ops
+from fpt.performance.reference import Reference
 from fpt.results import cpu_shares, cpu_ticks, environment
 from fpt.tasks import TaskSpec, get_task
 from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, make_optimizer, resolve_device
@@ -190,34 +192,6 @@ class TensorBytes(TorchDispatchMode):
         return out
 
 
-class Reference(nn.Module):
-    """The straightforward FPT a user would write with transformers: AutoModel (its default attention, SDPA, or
-    `attention`), frozen by parameter name, a linear input layer, the last k hidden states, a linear head."""
-
-    def __init__(self, source: str, spec: TaskSpec, dropout: float, attention: str = "sdpa") -> None:
-        super().__init__()
-        from transformers import AutoModel
-
-        with loading_bars(False):  # a bar per weight load would interleave with the bench's table
-            self.body = AutoModel.from_pretrained(
-                source,
-                attn_implementation=attention,
-                local_files_only=True,
-                hidden_dropout_prob=dropout,
-                attention_probs_dropout_prob=dropout,
-            )
-        for name, p in self.body.named_parameters():
-            p.requires_grad = any(k in name for k in ("LayerNorm", "position_embeddings"))
-        width = self.body.config.hidden_size
-        self.input_layer = nn.Linear(spec.input_dim, width)
-        self.head = nn.Linear(width, spec.predictions_per_token * spec.num_classes)
-        self.k, self.classes = spec.num_outputs, spec.num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.body(inputs_embeds=self.input_layer(x)).last_hidden_state[:, -self.k :]  # (B, k, D)
-        return self.head(hidden).reshape(x.shape[0], -1, self.classes)
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -297,10 +271,6 @@ def build_rows(
         rows[name].note = f"hand-written paths off: {', '.join(sorted(off))}"
     check = None
     for name in [n for n in REFERENCES if n in names]:
-        if getattr(fpt_model.backbone, "family", "") != "bert":
-            raise FPTError(
-                "the reference rows are written for BERT-family backbones (minilm, bert); drop them with --rows"
-            )
         row = reference_row(name, fpt_model, cfg, spec, batch, device)
         if isinstance(row, str):
             skipped[name] = row
@@ -347,7 +317,7 @@ def reference_row(
     x, _, y = batch
     torch.manual_seed(cfg.seed)
     attention = "eager" if name == "reference-eager" else "sdpa"
-    reference = Reference(fpt_model.backbone.source, spec, cfg.dropout, attention).to(device).train()
+    reference = Reference(fpt_model.backbone, spec, cfg.dropout, attention).to(device).train()
     reference.input_layer.load_state_dict(fpt_model.input_layer.state_dict())  # the same initial weights
     reference.head.load_state_dict(fpt_model.head.state_dict())
     optimizer = torch.optim.Adam([p for p in reference.parameters() if p.requires_grad], lr=cfg.lr)

@@ -4,9 +4,11 @@ Why: torch's CPU dropout draws one Mersenne-Twister number per element through `
 scaled-dot-product attention has no fused kernel with dropout, so in training it falls back to a math path with NaN
 guards over every (B, H, T, T) score. Here dropout masks come from 16-bit slices of 64-bit random words (four mask
 elements per word), CPU training attention with dropout is one autograd function (DropoutAttention), and products
-with frozen weights go through oneDNN with no weight gradient (linear, feed_forward). Everything else goes to
-PyTorch's own kernels. What each path buys, measured, is on docs/performance.md (timings go stale; that page keeps
-them with their source).
+with frozen weights go through oneDNN with no weight gradient (linear, feed_forward, gated_feed_forward); their
+backward products (gradient × weight) go through torch.matmul, which on the Zen 1 CPU measured ran as fast as oneDNN
+on the weight's transpose or faster, much faster on wide feed-forward weights. Everything else goes to PyTorch's own
+kernels. What each path buys, measured, is on docs/performance.md (timings go stale; that page keeps them with their
+source).
 
 One switch fences them: `enabled` names the paths in use (all by default; the environment variable FPT_FAST_PATHS
 sets it: "none", or a comma list of PATHS), and `fast_paths(...)` changes it for a block of code, e.g. to test or
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 _INT16_LOW = -(2**15)
 
@@ -191,7 +194,15 @@ class FrozenLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return onednn_linear(grad, weight.t()), None, None
+        return torch.matmul(grad, weight), None, None
+
+
+def project(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """layer(x) for one of a body's linear layers: through `linear` for a plain nn.Linear, through the module itself
+    where a method (fpt.methods: LoRA, (IA)³) has wrapped it."""
+    if type(layer) is nn.Linear:
+        return linear(x, layer.weight, layer.bias)
+    return layer(x)
 
 
 FEED_FORWARD_ROWS = 1024  # tokens a frozen feed-forward block takes at a time after its first product
@@ -238,26 +249,104 @@ class FrozenFeedForward(torch.autograd.Function):
         rows = grad.reshape(-1, grad.shape[-1])
         parts = []
         for pre_chunk, grad_chunk in zip(pre.split(ctx.rows), rows.split(ctx.rows), strict=True):
-            grad_act = onednn_linear(grad_chunk, w2.t())  # (n, 4D)
+            grad_act = torch.matmul(grad_chunk, w2)  # (n, 4D)
             if ctx.act_backward is not None:
                 grad_pre = ctx.act_backward(grad_act, pre_chunk)
             else:
                 with torch.enable_grad():
                     at = pre_chunk.detach().requires_grad_()
                     (grad_pre,) = torch.autograd.grad(ctx.act(at), at, grad_act)
-            parts.append(onednn_linear(grad_pre, w1.t()))
+            parts.append(torch.matmul(grad_pre, w1))
         return torch.cat(parts).view(*grad.shape[:-1], -1), None, None, None, None, None, None
 
 
+def gated_feed_forward(
+    x: torch.Tensor,
+    gate: tuple[torch.Tensor, torch.Tensor | None],
+    up: tuple[torch.Tensor, torch.Tensor | None],
+    act: Callable[[torch.Tensor], torch.Tensor],
+    down: tuple[torch.Tensor, torch.Tensor | None],
+    act_backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """A gated feed-forward block (Llama's SwiGLU): down(act(gate(x)) · up(x)), x (…, D) → (…, D′), each of gate, up
+    and down a linear layer's (weight, bias). Frozen on the CPU (see `frozen`) it is one autograd function
+    (FrozenGatedFeedForward); otherwise torch's ops. act_backward as in `feed_forward`."""
+    if not frozen(x, *gate, *up, *down):
+        return F.linear(act(F.linear(x, *gate)) * F.linear(x, *up), *down)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return onednn_linear(act(onednn_linear(x, *gate)) * onednn_linear(x, *up), *down)
+    return FrozenGatedFeedForward.apply(x, *gate, *up, act, *down, act_backward)
+
+
+class FrozenGatedFeedForward(torch.autograd.Function):
+    """A frozen gated feed-forward block that keeps the gate's and the up projection's outputs (B·T × F each) for
+    backward, where autograd would also keep act(gate): as FrozenFeedForward, after the first products forward and
+    backward take FEED_FORWARD_ROWS tokens at a time, so the other F-wide temporaries are a chunk's."""
+
+    @staticmethod
+    def forward(ctx, x, w_gate, b_gate, w_up, b_up, act, w_down, b_down, act_backward):
+        rows = x.reshape(-1, x.shape[-1])
+        gate, up = onednn_linear(rows, w_gate, b_gate), onednn_linear(rows, w_up, b_up)  # (N, F) each
+        ctx.rows = FEED_FORWARD_ROWS if "chunking" in enabled else max(1, len(gate))  # off: all tokens at once
+        chunks = zip(gate.split(ctx.rows), up.split(ctx.rows), strict=True)
+        out = torch.cat([onednn_linear(act(g) * u, w_down, b_down) for g, u in chunks])
+        ctx.save_for_backward(gate, up, w_gate, w_up, w_down)
+        ctx.act, ctx.act_backward = act, act_backward
+        return out.view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate, up, w_gate, w_up, w_down = ctx.saved_tensors
+        rows = grad.reshape(-1, grad.shape[-1])
+        parts = []
+        for g, u, grad_chunk in zip(gate.split(ctx.rows), up.split(ctx.rows), rows.split(ctx.rows), strict=True):
+            grad_hidden = torch.matmul(grad_chunk, w_down)  # (n, F): the gradient of act(g) · u
+            if ctx.act_backward is not None:
+                activated, grad_gate = ctx.act(g), ctx.act_backward(grad_hidden * u, g)
+            else:
+                with torch.enable_grad():
+                    at = g.detach().requires_grad_()
+                    activated = ctx.act(at)
+                    (grad_gate,) = torch.autograd.grad(activated, at, grad_hidden * u)
+                activated = activated.detach()
+            grad_up = grad_hidden.mul_(activated)
+            parts.append(torch.addmm(torch.matmul(grad_gate, w_gate), grad_up, w_up))
+        grads = (None,) * 8  # nothing for the weights, biases and functions
+        return torch.cat(parts).view(*grad.shape[:-1], -1), *grads
+
+
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor | None, p: float, training: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keys: torch.Tensor | None,
+    p: float,
+    training: bool,
+    causal: bool = False,
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax attention: q (B, H, Tq, d), k and v (B, H, T, d), keys (B, 1, 1, T) bool (True: a real token) or
-    None (all real) → (B, H, Tq, d), with dropout p on the attention probabilities in training."""
+    None (all real) → (B, H, Tq, d), with dropout p on the attention probabilities in training. causal: each query
+    sees the keys at and before its position only, its position being `at` (B, Tq), default 0..Tq−1."""
     p = p if training else 0.0
-    if p == 0.0 or not hand_written(q, "attention"):  # fused kernels: flash / memory-efficient, with dropout on CUDA
+    fused = p == 0.0 or not hand_written(q, "attention")  # fused kernels: flash / memory-efficient, dropout on CUDA
+    if causal and fused and keys is None and at is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # no mask to build
+    if causal:
+        keys = visible(keys, q.shape[2] if at is None else at, k.shape[2], q.device)
+    if fused:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)
     return DropoutAttention.apply(q, k, v, keys, p)
+
+
+def visible(keys: torch.Tensor | None, at: int | torch.Tensor, t: int, device: torch.device) -> torch.Tensor:
+    """The keys each query of a causal attention sees, (B or 1, 1, Tq, T) bool: those at or before its position,
+    `at` (B, Tq) or 0..at−1, that are real tokens (keys (B, 1, 1, T), None: all) or the query's own."""
+    key_positions = torch.arange(t, device=device)
+    at = torch.arange(at, device=device)[None] if isinstance(at, int) else at  # (B or 1, Tq)
+    seen = (key_positions <= at[..., None])[:, None]  # (B or 1, 1, Tq, T)
+    # its own key keeps a query at a padding token with no real token before it (left padding) from a NaN softmax
+    return seen if keys is None else seen & (keys | (key_positions == at[..., None])[:, None])
 
 
 # (Tq, T) score matrices handled at a time, per torch thread: 1 MiB of fp32 scores, so a block's three (Tq, T)
@@ -275,7 +364,8 @@ class DropoutAttention(torch.autograd.Function):
     (Blocks), in place (softmax in place, the dropout scale folded into the (Tq, d)-sized products): a long
     sequence's (B, H, Tq, T) tensors were most of its memory and time, and a block's buffers stay in cache. The
     gradient through softmax takes Σ_j P_ij · g_ij over the kept entries, so neither the dropped probabilities nor
-    the output are kept. The masks are drawn per block, in order, from that seed (MaskDraws)."""
+    the output are kept. The masks are drawn per block, in order, from that seed (MaskDraws). `keys` (B or 1, 1,
+    1 or Tq, T) bool says which keys a query sees: a padding mask, or a causal one (`visible`), one byte a score."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
@@ -284,7 +374,7 @@ class DropoutAttention(torch.autograd.Function):
         scale, keep_scale = d**-0.5, 1.0 / (1.0 - p)
         qs = q * scale  # in q's memory layout
         blocks = Blocks(b, h, tq, k.shape[2], CHUNK_ELEMENTS * torch.get_num_threads())
-        pad = blocks.of(None if keys is None else ~keys.expand(b, h, 1, -1))  # True at padding keys
+        pad = blocks.of(None if keys is None else (~keys).expand(b, h, -1, -1))  # True at keys not seen
         seed = new_seed()
         out = Blocks.empty(b, h, tq, d, q)
         masks, scores = MaskDraws(blocks.size, p, seed, q.dtype), q.new_empty(blocks.size)
@@ -303,7 +393,7 @@ class DropoutAttention(torch.autograd.Function):
         b, h, tq, d = grad.shape
         t, s = k.shape[2], ctx.keep_scale
         blocks = ctx.blocks
-        pad = blocks.of(None if keys is None else ~keys.expand(b, h, 1, -1))
+        pad = blocks.of(None if keys is None else (~keys).expand(b, h, -1, -1))
         grad_q, grad_k, grad_v = (Blocks.empty(b, h, n, d, qs) for n in (tq, t, t))
         masks = MaskDraws(blocks.size, ctx.p, ctx.seed, qs.dtype)
         scores, buffer = qs.new_empty(blocks.size), qs.new_empty(blocks.size)
@@ -361,7 +451,7 @@ class Blocks:
 
 def softmax_scores(q: torch.Tensor, k: torch.Tensor, pad: torch.Tensor | None, buffer: torch.Tensor) -> torch.Tensor:
     """softmax(q · kᵀ) over keys, q (…, Tq, d) already scaled, k (…, T, d) → (…, Tq, T) in the front of `buffer`;
-    pad (…, 1, T) True where a key is padding (it gets probability 0), or None. Softmax runs in place (aten's
+    pad (…, 1 or Tq, T) True where a key is not seen (it gets probability 0), or None. Softmax runs in place (aten's
     row-wise kernel reads each row before writing it)."""
     shape = (*q.shape[:-1], k.shape[-2])
     scores = torch.matmul(q, k.transpose(-1, -2), out=buffer[: math.prod(shape)].view(shape))
