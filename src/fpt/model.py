@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fpt.backbones import Backbone, get_backbone
+from fpt.backbones.base import gather, prepend
 from fpt.freeze import parse_groups
 from fpt.methods import Method, check_trained, get_method
 from fpt.registry import MODELS
@@ -64,8 +65,7 @@ def readout(hidden: torch.Tensor, mask: torch.Tensor, how: str, k: int) -> torch
     if how == "mean":
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).unsqueeze(1)
-    index = last_positions(mask, k)
-    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+    return gather(hidden, last_positions(mask, k))
 
 
 class FPT(nn.Module):
@@ -104,8 +104,7 @@ class FPT(nn.Module):
         prefix = self.method.prefix(self.backbone)  # (N, D) virtual tokens before the inputs, or None
         inputs_mask = mask
         if prefix is not None:
-            embeds = torch.cat([prefix.to(embeds.dtype).expand(embeds.shape[0], -1, -1), embeds], 1)
-            mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[0]), mask], 1)
+            embeds, mask = prepend(prefix, embeds, mask)
         if self.readout == "last":  # the backbone computes only what reaches the read-out tokens (the inputs' last)
             return self.backbone.forward_at(embeds, mask, last_positions(mask, self.num_outputs))
         hidden = self.backbone(embeds, mask)[:, embeds.shape[1] - x.shape[1] :]  # (B, T, D): the inputs' positions

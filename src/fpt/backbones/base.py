@@ -66,10 +66,13 @@ class Backbone(nn.Module):
         """embeds (B, T, D) float, mask (B, T) bool with True at real tokens → hidden states (B, T, D)."""
         if not self.prepend_bos:
             return self.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
-        start = self.token_embeddings()[self.bos_token].to(embeds.dtype).expand(embeds.shape[0], 1, -1)  # (B, 1, D)
-        mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1)
-        hidden = self.model(inputs_embeds=torch.cat([start, embeds], 1), attention_mask=mask.long()).last_hidden_state
+        embeds, mask = self.with_bos(embeds, mask)
+        hidden = self.model(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
         return hidden[:, 1:]  # (B, T, D): the inputs' positions
+
+    def with_bos(self, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The BOS token's frozen embedding before every row (see `prepend`)."""
+        return prepend(self.token_embeddings()[self.bos_token : self.bos_token + 1], embeds, mask)
 
     def use_bos(self, on: bool | None) -> None:
         """Put the BOS token before the inputs (on), not (off), or as the family does (None)."""
@@ -81,8 +84,7 @@ class Backbone(nn.Module):
     def forward_at(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, k, D) at `positions` (B, k) only: what a last-k readout needs. A family that can skip
         the last layer's work for the other tokens overrides this; by default the whole body runs and is gathered."""
-        hidden = self(embeds, mask)  # (B, T, D)
-        return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        return gather(self(embeds, mask), positions)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter of `self.model` in exactly one of BACKBONE_GROUPS, chosen by module structure."""
@@ -124,6 +126,19 @@ class Backbone(nn.Module):
                 f"sequence of {length} tokens is longer than backbone {self.name!r} covers "
                 f"({self.max_positions} positions); shorten the task (task_args) or choose another backbone"
             )
+
+
+def gather(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x (B, T, C) at rows (B, k) → (B, k, C): each sequence's tokens at its own positions."""
+    return x.gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def prepend(tokens: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (n, D) before every row: embeds (B, T, D), mask (B, T) → (B, n + T, D), (B, n + T), the new tokens
+    real (a decoder's BOS, prompt tuning's virtual tokens)."""
+    b = embeds.shape[0]
+    embeds = torch.cat([tokens.to(embeds.dtype).expand(b, -1, -1), embeds], 1)
+    return embeds, torch.cat([mask.new_ones(b, len(tokens)), mask], 1)
 
 
 @contextmanager

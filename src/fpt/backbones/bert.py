@@ -22,7 +22,7 @@ from transformers import BertConfig, BertModel
 from transformers.activations import GELUActivation
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
-from fpt.backbones.base import Backbone, check_loading, load_hf, params, set_dropout
+from fpt.backbones.base import Backbone, check_loading, gather, load_hf, params, set_dropout
 from fpt.errors import FPTError
 from fpt.performance import ops
 from fpt.registry import BACKBONES
@@ -78,7 +78,7 @@ class BertBackbone(Backbone):
             read = positions if i == len(layers) - 1 else None
             x = bert_layer(layer, x, keys, read, self.training, take(norms, 1 + 2 * i, 3 + 2 * i))
         if positions is not None and not len(layers):  # no block to read the positions out (keep_layers(0))
-            return x.gather(1, positions[..., None].expand(-1, -1, x.shape[-1]))
+            return gather(x, positions)
         return x
 
     @staticmethod
@@ -151,7 +151,7 @@ def bert_layer(
     b, t, d = x.shape
     attention, out, ffn = layer.attention.self, layer.attention.output, layer.output
     heads = attention.num_attention_heads
-    xq = x if rows is None else x.gather(1, rows[..., None].expand(-1, -1, d))  # (B, Tq, D)
+    xq = x if rows is None else gather(x, rows)  # (B, Tq, D)
 
     def split(y: torch.Tensor) -> torch.Tensor:  # (B, T, D) → (B, H, T, D / H)
         return y.view(b, y.shape[1], heads, d // heads).transpose(1, 2)

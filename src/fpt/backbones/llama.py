@@ -28,7 +28,7 @@ from transformers import AutoConfig, LlamaModel
 from transformers.activations import SiLUActivation
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaMLP, rotate_half
 
-from fpt.backbones.base import Backbone, cache_dir, check_loading, load_hf, params
+from fpt.backbones.base import Backbone, cache_dir, check_loading, gather, load_hf, params
 from fpt.errors import FPTError
 from fpt.performance import ops
 from fpt.registry import BACKBONES
@@ -72,8 +72,7 @@ class LlamaBackbone(Backbone):
         """embeds (B, T, D), mask (B, T) → hidden states (B, T, D), or (B, k, D) at `positions` (B, k), the inputs'
         positions: with prepend_bos the body runs on [BOS embedding, inputs] and its output at BOS is dropped."""
         if self.prepend_bos:
-            start = self.token_embeddings()[self.bos_token].to(embeds.dtype).expand(embeds.shape[0], 1, -1)
-            embeds, mask = torch.cat([start, embeds], 1), torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1)
+            embeds, mask = self.with_bos(embeds, mask)
             positions = None if positions is None else positions + 1
         x = llama_body(self.model, embeds, mask, positions, self.training)
         return x[:, 1:] if self.prepend_bos and positions is None else x
@@ -146,11 +145,6 @@ def llama_layer(
     a = ops.attention(q, k, v, keys, p, training, causal=True, at=rows).transpose(1, 2).reshape(b, q.shape[2], -1)
     y = ops.project(a, attention.o_proj) + xq  # (B, Tq, D)
     return gated_feed_forward(layer.mlp, layer.post_attention_layernorm(y)) + y
-
-
-def gather(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x (B, T, C) at rows (B, k) → (B, k, C)."""
-    return x.gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fpt.backbones import Backbone
+from fpt.backbones.base import prepend
 from fpt.backbones.bert import BertBackbone, RowNorms
 from fpt.errors import FPTError
 from fpt.model import readout
@@ -294,12 +295,7 @@ class SharedCore(nn.Module):
 
 def prompted(task: ServedTask, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, T, D), (n, T) → the task's prompt tokens before each row, as fpt.model.FPT reads them in training."""
-    if task.prompt is None:
-        return embeds, mask
-    n = len(embeds)
-    return torch.cat([task.prompt.expand(n, -1, -1), embeds], 1), torch.cat(
-        [mask.new_ones(n, len(task.prompt)), mask], 1
-    )
+    return (embeds, mask) if task.prompt is None else prepend(task.prompt, embeds, mask)
 
 
 def build_core(backbone: Backbone) -> SharedCore:
