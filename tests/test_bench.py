@@ -7,6 +7,7 @@ import torch
 
 from fpt.cli import main
 from fpt.errors import FPTError
+from fpt.performance import ops
 from fpt.performance.bench import ABLATIONS, ROWS, TensorBytes, parse_shape
 
 TESTED_ROWS = [r for r in ROWS if r != "reference-compiled"]  # compiling takes a minute; its skip path is tested
@@ -23,9 +24,13 @@ ROW_FIELDS = {
 }
 
 
+DEFAULT_HERE = frozenset(ops.PATHS) - {"onednn"}  # an AVX2 CPU's default: fpt-no-onednn is fpt, fpt-all runs
+
+
 @pytest.fixture(scope="module")
 def record(tiny_bert_dir, tmp_path_factory):
     torch.set_num_threads(1)
+    before, ops.enabled = ops.enabled, DEFAULT_HERE
     folder = tmp_path_factory.mktemp("bench")
     args = ["bench", "--backbone", "bert", "--backbone-path", tiny_bert_dir, "--shape", "bit-memory=4x24"]
     args += [
@@ -41,7 +46,10 @@ def record(tiny_bert_dir, tmp_path_factory):
         ",".join(TESTED_ROWS),
     ]
     args += ["--json"]
-    assert main([*args, str(folder / "bench.json")]) == 0
+    try:
+        assert main([*args, str(folder / "bench.json")]) == 0
+    finally:
+        ops.enabled = before
     return folder / "bench.json"
 
 
@@ -55,7 +63,9 @@ def test_record_has_every_row_with_its_measurements(record):
     assert data["environment"]["hardware"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX")
     assert [s["name"] for s in data["shapes"]] == ["bit-memory", "long"]
     for shape in data["shapes"]:
-        assert list(shape["rows"]) == TESTED_ROWS and shape["skipped"] == {}
+        assert list(shape["rows"]) == [r for r in TESTED_ROWS if r != "fpt-no-onednn"]
+        assert shape["skipped"] == {"fpt-no-onednn": "the same paths as fpt's step here (attention, chunking, dropout)"}
+        assert data["settings"]["fast_paths"] == sorted(DEFAULT_HERE)
         for row in shape["rows"].values():
             assert ROW_FIELDS <= set(row) and row["step_seconds"] > 0 and row["peak_bytes"] > 0
             assert len(row["step_seconds_all"]) == 2
@@ -63,9 +73,13 @@ def test_record_has_every_row_with_its_measurements(record):
         assert rows["full"]["trainable_params"] > 2 * rows["fpt"]["trainable_params"]
         assert rows["fpt"]["trainable_params"] == rows["reference"]["trainable_params"]
         assert rows["reference-eager"]["trainable_params"] == rows["reference"]["trainable_params"]
-        for name in ABLATIONS:  # fpt's step with hand-written paths off: the same model, the same work
+        for name in set(ABLATIONS) & set(rows):  # fpt's step with other hand-written paths: the same model and work
             assert rows[name]["trainable_params"] == rows["fpt"]["trainable_params"]
-            assert rows[name]["note"].startswith("hand-written paths off: ")
+            assert (
+                rows[name]["note"] == "every hand-written path on"
+                if name == "fpt-all"
+                else (rows[name]["note"].startswith("hand-written paths off: "))
+            )
             assert shape["ratios"][name.replace("-", "_") + "_time"] > 0
         assert "fpt_vs_reference_eager_speed" in shape["ratios"] and "fpt_vs_reference_sdpa_speed" in shape["ratios"]
         best = max(rows[n]["samples_per_second"] for n in ("reference", "reference-eager"))
@@ -103,7 +117,8 @@ def test_render_markdown(record, capsys):
     assert text.startswith("# Benchmarks")
     assert "| bit-memory 4×24 | fpt |" in text and "| long 2×64 | reference |" in text
     assert "## Targets" in text and "Commit " in text and "Same numerics (long)" in text
-    assert "Hand-written paths (long): step time with the path off ÷ with every path on: dropout " in text
+    assert "Hand-written paths (long): step time with the path off ÷ fpt's step: dropout " in text
+    assert "With every path on (those this CPU's default leaves off too): " in text
     assert "References (long): fpt's samples/s ÷ the reference's: SDPA " in text
 
 

@@ -383,3 +383,20 @@ def test_time_series_recipe_choice_comes_from_its_results_file():
     for recipe, words in (("base", "mean readout"), ("instance", "instance normalisation"), ("32", "32 tokens"),
                           ("last", "last-token readout")):  # fmt: skip
         assert f"{words} {means[recipe]:.3f}" in page, recipe
+
+
+def test_performance_page_states_the_zen1_default_from_its_record():
+    """On AVX2 the default leaves oneDNN's products off: the page's figures are that record's fpt-no-onednn row."""
+    record = read_json(ROOT / "results/bench/runs/2026-12-03T2135-3c8cfe7-epyc-f23m1.json")
+    cells = {"time": [], "memory": [], "speed": []}
+    for shape in record["shapes"]:
+        rows = shape["rows"]
+        row, full = rows["fpt-no-onednn"], rows["full"]
+        best = max(rows[n]["samples_per_second"] for n in ("reference", "reference-eager", "reference-compiled"))
+        cells["time"].append(f"{row['step_seconds'] / full['step_seconds']:.3f}×")
+        cells["memory"].append(f"{row['peak_bytes'] / full['peak_bytes']:.3f}×")
+        cells["speed"].append(f"{row['samples_per_second'] / best:.2f}×")
+    page = " ".join(text("performance").split())
+    assert " / ".join(cells["time"]) + " full fine-tuning's step time" in page
+    assert " / ".join(cells["memory"]) + " its peak memory" in page
+    assert " / ".join(cells["speed"]) + " the fastest reference's samples/s" in page

@@ -1,5 +1,8 @@
 """fpt's fast paths compute what transformers and PyTorch compute: the BERT and Llama bodies, dropout, attention."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -384,3 +387,17 @@ def test_one_switch_turns_each_hand_written_path_off(monkeypatch):
             y.square().sum().backward()
             grads.append((y.detach(), xs.grad))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_onednn_products_are_on_by_default_only_on_avx512_cpus(monkeypatch):
+    """The default paths by CPU kind: oneDNN's products paid on AVX-512 (Zen 4) and cost 4% on AVX2 (Zen 1);
+    FPT_FAST_PATHS overrides the default, read when fpt.performance.ops is first imported."""
+    assert ops.default_paths("AVX512") == frozenset(ops.PATHS)
+    for kind in ("AVX2", "DEFAULT", "SVE256"):
+        assert ops.default_paths(kind) == frozenset(ops.PATHS) - {"onednn"}
+    assert ops.default_paths() == ops.default_paths(torch.backends.cpu.get_cpu_capability())
+    code = "from fpt.performance import ops; print(','.join(sorted(ops.enabled)))"
+    for value, expected in (("all", ops.PATHS), ("onednn,dropout", ("dropout", "onednn")), ("", ops.default_paths())):
+        monkeypatch.setenv("FPT_FAST_PATHS", value)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == ",".join(sorted(expected)), value

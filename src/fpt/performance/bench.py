@@ -8,7 +8,8 @@ Rows, on the same backbone, shapes and batch:
              eager attention, reference-compiled the SDPA one under torch.compile (where it compiles). fpt's speed
              target is read against the fastest of them.
   fpt-no-X   fpt's step with its hand-written CPU path X (dropout, attention, onednn, chunking) switched off, and
-             fpt-plain with all of them off: what each path buys on this machine
+             fpt-plain with all of them off: what each path buys on this machine; fpt-all with every path on, where
+             this CPU's default leaves one off (ops.default_paths)
   full       full fine-tuning of fpt's model (train: all)
   reservoir  output-only training on cached frozen features (train: output, cache_features)
   inference  evaluation: fpt's forward under torch.inference_mode
@@ -52,7 +53,7 @@ from fpt.tasks import TaskSpec, get_task
 from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, make_optimizer, resolve_device
 
 REFERENCES = ("reference", "reference-eager", "reference-compiled")
-ABLATIONS = tuple(f"fpt-no-{path}" for path in ops.PATHS) + ("fpt-plain",)
+ABLATIONS = tuple(f"fpt-no-{path}" for path in ops.PATHS) + ("fpt-plain", "fpt-all")
 ROWS = ("fpt", *REFERENCES, "full", "reservoir", "inference", *ABLATIONS)
 FORMAT = "fpt-bench/1"
 MIN_TIMED_SECONDS = 0.05  # a repeat runs a step this long at least (several in a row for tiny steps)
@@ -266,9 +267,16 @@ def build_rows(
     if "fpt" in names:
         rows["fpt"] = train_row(cfg, fpt_model, batch, device)
     for name in [n for n in ABLATIONS if n in names]:
-        off = set(ops.PATHS) if name == "fpt-plain" else {name.removeprefix("fpt-no-")}
-        rows[name] = train_row(cfg, build_model(cfg, spec).to(device).train(), batch, device, ops.enabled - off)
-        rows[name].note = f"hand-written paths off: {', '.join(sorted(off))}"
+        if name == "fpt-all":
+            paths, note = frozenset(ops.PATHS), "every hand-written path on"
+        else:
+            off = set(ops.PATHS) if name == "fpt-plain" else {name.removeprefix("fpt-no-")}
+            paths, note = ops.enabled - off, f"hand-written paths off: {', '.join(sorted(off))}"
+        if paths == ops.enabled:  # a path already off by default here, or every path on where all are by default
+            skipped[name] = f"the same paths as fpt's step here ({', '.join(sorted(ops.enabled)) or 'none'})"
+            continue
+        rows[name] = train_row(cfg, build_model(cfg, spec).to(device).train(), batch, device, paths)
+        rows[name].note = note
     check = None
     for name in [n for n in REFERENCES if n in names]:
         row = reference_row(name, fpt_model, cfg, spec, batch, device)
@@ -585,6 +593,7 @@ def run_bench(settings: BenchSettings | None = None, command: str | None = None)
             "warmup": warmup,
             "seed": seed,
             "rows": names,
+            "fast_paths": sorted(ops.enabled),
             "dropout": cfg.dropout,
             "lr": cfg.lr,
         },
