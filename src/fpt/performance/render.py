@@ -85,6 +85,9 @@ def paths_line(shape: dict[str, Any]) -> str | None:
     )
     if "fpt_all_time" in ratios:
         line += f" With every path on (those this CPU's default leaves off too): {ratios['fpt_all_time']:.2f}×."
+    same = [name for name in shape.get("skipped") or {} if not name.startswith("reference")]
+    if same:
+        line += f" Not run, as they are fpt's step on this CPU: {', '.join(same)}."
     return line
 
 
@@ -97,7 +100,7 @@ def references_line(shape: dict[str, Any]) -> str | None:
         if name in shape["ratios"]:
             parts.append(f"{label} {shape['ratios'][name]:.2f}×")
     skipped = shape.get("skipped") or {}
-    parts += [f"{name} not run ({why})" for name, why in skipped.items()]
+    parts += [f"{name} not run ({why})" for name, why in skipped.items() if name.startswith("reference")]
     if not parts:
         return None
     return f"References ({shape['name']}): fpt's samples/s ÷ the reference's: {'; '.join(parts)}."
