@@ -227,12 +227,17 @@ def test_performance_page_by_cpu_kind_and_paths_come_from_the_records():
         f"results/bench/runs/{p.name}": read_json(p) for p in sorted((ROOT / "results/bench/runs").glob("*.json"))
     }
     assert bench_render.kinds_table(records) in text("performance")
-    shapes = read_json(ROOT / "results/bench/cpu.json")["shapes"]
-    for path in ("dropout", "attention", "onednn", "chunking", "plain"):
+    for path in ("dropout", "attention", "onednn", "chunking", "plain"):  # Zen 1 and Zen 4, bit-memory and long
         key = "fpt_plain_time" if path == "plain" else f"fpt_no_{path}_time"
-        cells = " | ".join(f"{shape['ratios'][key]:.2f}" for shape in shapes)
+        cells = " | ".join(f"{shape['ratios'][key]:.2f}" for name in PATH_RECORDS for shape in records[name]["shapes"])
         label = "all off (`fpt-plain`)" if path == "plain" else f"`{path}`"
         assert f"| {label} | {cells} |" in text("performance"), (label, cells)
+
+
+PATH_RECORDS = (  # the one-thread minilm records whose ablation rows the performance page tabulates
+    "results/bench/runs/2026-12-03T2135-3c8cfe7-epyc-f23m1.json",
+    "results/bench/runs/2026-12-04T1548-fa57051-epyc-f25m17.json",
+)
 
 
 ONE_THREAD = ("1737-1a27ea8", "1753-ba779ff")  # results/bench/runs/2026-12-02T<name>.json
@@ -400,3 +405,27 @@ def test_performance_page_states_the_zen1_default_from_its_record():
     assert " / ".join(cells["time"]) + " full fine-tuning's step time" in page
     assert " / ".join(cells["memory"]) + " its peak memory" in page
     assert " / ".join(cells["speed"]) + " the fastest reference's samples/s" in page
+
+
+def test_performance_page_quiet_long_and_smollm2_figures_come_from_their_records():
+    runs = ROOT / "results/bench/runs"
+    busy, quiet = (
+        read_json(ROOT / PATH_RECORDS[1]),
+        read_json(runs / "2026-12-04T1634-64be22a-epyc-f25m17-long-quiet.json"),
+    )
+    longs = [next(s for s in r["shapes"] if s["name"] == "long")["rows"] for r in (quiet, busy)]
+    fpt, full = ([rows[n]["step_seconds"] for rows in longs] for n in ("fpt", "full"))
+    smol = read_json(runs / "2026-12-04T1611-64be22a-epyc-f25m17-smollm2.json")
+    rows, ratios = smol["shapes"][0]["rows"], smol["shapes"][0]["ratios"]
+    mib = [f"{rows[n]['peak_bytes'] / 2**20:,.0f}" for n in ("fpt", "reference")]
+    assert_on_page("performance", [
+        f"{fpt[0] / full[0]:.3f}, met",
+        f"fpt's step by {100 * (fpt[1] / fpt[0] - 1):.0f}% ({fpt[0]:.2f} → {fpt[1]:.2f} s)",
+        f"full fine-tuning's by {100 * (full[1] / full[0] - 1):.0f}% ({full[0]:.2f} → {full[1]:.2f} s)",
+        f"{ratios['fpt_vs_full_time']:.3f} of full fine-tuning's step time, {ratios['fpt_vs_full_memory']:.3f} of its",
+        f"a reservoir epoch {ratios['reservoir_vs_fpt_epoch']:,.0f}× faster",
+        f"only {ratios['fpt_vs_reference_speed']:.2f}× the fastest reference's speed",
+        f"{rows['fpt']['flops_per_step'] / rows['reference']['flops_per_step']:.2f}× the reference's FLOPs",
+        f"{100 * rows['fpt']['mfu']:.0f}% / {100 * rows['reference']['mfu']:.0f}% of the matmul rate",
+        f"memory ({mib[0]} vs {mib[1]} MiB)",
+    ])  # fmt: skip

@@ -118,26 +118,29 @@ def number(value: float) -> str:
 
 
 def kinds_table(records: dict[str, dict[str, Any]]) -> str:
-    """One line per CPU kind: the latest one-thread CPU record of that kind among `records` (path → record), its
-    targets per shape (in the record's shape order, e.g. bit-memory / long) with ✗ where one is not met, as
-    markdown."""
-    latest: dict[str, tuple[str, dict[str, Any]]] = {}
+    """One line per CPU kind and backbone: the latest one-thread CPU record of that kind and backbone among
+    `records` (path → record) that ran fpt, a reference and full fine-tuning (a narrower run checks one figure; it
+    does not stand for the machine), its targets per shape (in the record's shape order, e.g. bit-memory / long) with
+    ✗ where one is not met, as markdown."""
+    latest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
     for path, record in sorted(records.items(), key=lambda item: item[1]["finished_at"]):
         if record["settings"]["device"] == "cpu" and record["settings"]["threads"] == 1:
-            if "cpu_model" in record["environment"]["hardware"]:
-                latest[cpu_kind(record)] = (path, record)
+            if "cpu_model" in record["environment"]["hardware"] and {"fpt", "reference", "full"} <= set(
+                record["settings"]["rows"]
+            ):
+                latest[cpu_kind(record), record["settings"]["backbone"]] = (path, record)
     names = [name for name in TARGETS if name not in ("fpt_mfu_gpu", "same_loss")]
     lines = [
-        "| CPU kind | record | " + " | ".join(TARGETS[n][0].split(" (")[0] for n in names) + " |",
-        "|---|---|" + "---|" * len(names),
+        "| CPU kind | backbone | record | " + " | ".join(TARGETS[n][0].split(" (")[0] for n in names) + " |",
+        "|---|---|---|" + "---|" * len(names),
     ]
-    for kind, (path, record) in sorted(latest.items()):
+    for (kind, backbone), (path, record) in sorted(latest.items()):
         cells = []
         for name in names:
             found = [t for t in record["targets"] if t["target"] == name]
             text = " / ".join(number(t["value"]) + ("" if t["met"] else " ✗") for t in found) or "–"
             cells.append(text)
-        lines.append(f"| {kind} | `{path}` | " + " | ".join(cells) + " |")
+        lines.append(f"| {kind} | {backbone} | `{path}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
