@@ -116,6 +116,22 @@ def test_smollm2_figures_come_from_its_record():
         f"(validation {100 * r['val_accuracy']:.1f}% from step {solved}, test {100 * r['test_accuracy']:.1f}%"
         in flat(text("training"))
     )
+    m = next(r for r in records if r["task_label"] == "bit-memory" and r["model_label"] == "default")
+    val = {row["step"]: row["val_accuracy"] for row in m["curve"]}
+    first_99 = min(step for step, acc in val.items() if acc >= 0.99)
+    converged = read_records(ROOT / "results/converged-suite/converged-suite.jsonl")
+    minilm = [r for r in converged if (r["task_label"], r["model_label"]) == ("bit-memory", "fpt-pretrained")]
+    minilm_test = next(r["test_accuracy"] for r in minilm if r["lr"] == 3e-4 and r["seed"] == 0)  # the chosen lr
+    assert m["stopped_early"] and m["config"]["lr"] == 1e-3 and m["config"]["task_args"]["n_bits"] == 100
+    assert_on_page("README.md", [
+        f"from {100 * val[100]:.1f}% at step 100 (what copying the visible bits gives) to "
+        f"{100 * val[first_99]:.1f}% at step {first_99:,}",
+        f"peaks at {100 * m['val_accuracy']:.1f}% at step {m['best_step']:,}; test accuracy "
+        f"{100 * m['test_accuracy']:.1f}% (one seed, stopped on a validation plateau at step {m['steps_run']:,})",
+        f"{100 * (0.99 - m['test_accuracy']):.1f} points short of 99% and "
+        f"{100 * (minilm_test - m['test_accuracy']):.1f} below minilm's {100 * minilm_test:.1f}% in the converged "
+        "suite",
+    ])  # fmt: skip
 
 
 def fault_figures() -> str:
