@@ -8,7 +8,8 @@ import torch
 from fpt.cli import main
 from fpt.errors import FPTError
 from fpt.performance import ops
-from fpt.performance.bench import ABLATIONS, ROWS, TensorBytes, parse_shape
+from fpt.performance.bench import ABLATIONS, ROWS, parse_shape
+from fpt.performance.measure import TensorBytes
 
 TESTED_ROWS = [r for r in ROWS if r != "reference-compiled"]  # compiling takes a minute; its skip path is tested
 

@@ -20,16 +20,14 @@ Each row is warmed up, then the rows' repeats are interleaved round-robin, so lo
 every row alike; a row's step time is the median of its repeats. FLOPs are counted (torch.utils.flop_counter) on one
 eager step; peak memory is torch.cuda.max_memory_allocated on a GPU, and on the CPU the high-water mark of the bytes of
 live tensor storages over one step (parameters, gradients, optimizer state, activations and temporaries; see
-TensorBytes). The batch is fixed and already on the device: the rows time the step, not data loading.
+fpt.performance.measure.TensorBytes). The batch is fixed and already on the device: the rows time the step, not
+data loading.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
-import weakref
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from statistics import median
@@ -38,15 +36,22 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from fpt.backbones.base import loading_bars
 from fpt.cache import HeadOnly
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
 from fpt.performance import ops
+from fpt.performance.measure import (
+    Row,
+    matmul_rows,
+    measure_step,
+    module_tensors,
+    optimizer_tensors,
+    run_interleaved,
+    sync,
+    trained_count,
+)
 from fpt.performance.reference import Reference
 from fpt.results import cpu_shares, cpu_ticks, environment
 from fpt.tasks import TaskSpec, get_task
@@ -56,7 +61,6 @@ REFERENCES = ("reference", "reference-eager", "reference-compiled")
 ABLATIONS = tuple(f"fpt-no-{path}" for path in ops.PATHS) + ("fpt-plain", "fpt-all")
 ROWS = ("fpt", *REFERENCES, "full", "reservoir", "inference", *ABLATIONS)
 FORMAT = "fpt-bench/1"
-MIN_TIMED_SECONDS = 0.05  # a repeat runs a step this long at least (several in a row for tiny steps)
 TARGETS = {  # name → (what, comparison, bound)
     "fpt_vs_reference_speed": ("fpt samples/s ÷ the fastest reference's samples/s (CPU)", ">=", 1.3),
     "same_loss": ("fpt loss − reference loss on the same batch, relative", "<=", None),
@@ -160,44 +164,6 @@ def default_shapes(device: torch.device, max_positions: int | None) -> list[Shap
     return [Shape("bit-memory", 256 if gpu else 32, tokens), Shape("long", (16384 // long) if gpu else 8, long)]
 
 
-class TensorBytes(TorchDispatchMode):
-    """Bytes of live tensor storages, and their high-water mark, while the mode is on: the storages of `alive`
-    (parameters, optimizer state, the batch) plus every storage an operator creates, each counted until it is freed.
-    Views share their base's storage and are counted once; allocator slack and the Python heap are not counted."""
-
-    def __init__(self, alive: Iterable[torch.Tensor]) -> None:
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.current = self.peak = 0
-        for t in alive:
-            self.track(t)
-
-    def track(self, t: torch.Tensor) -> None:
-        storage = t.untyped_storage()
-        key = id(storage)  # storages keep their Python object for life, so id and finalizer follow the storage
-        if key in self.live or t.device.type == "meta":
-            return
-        self.live[key] = storage.nbytes()
-        self.current += self.live[key]
-        self.peak = max(self.peak, self.current)
-        weakref.finalize(storage, self.free, key)
-
-    def free(self, key: int) -> None:
-        self.current -= self.live.pop(key, 0)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self.track(t)
-        return out
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def fixed_batch(spec: TaskSpec, batch: int, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:
     """A batch with bit-memory-like inputs (±1 and 0) and random labels, the same for every row."""
     g = torch.Generator().manual_seed(seed)
@@ -205,29 +171,6 @@ def fixed_batch(spec: TaskSpec, batch: int, device: torch.device, seed: int) -> 
     y = torch.randint(0, spec.num_classes, (batch, spec.num_outputs * spec.predictions_per_token), generator=g)
     mask = torch.ones(batch, spec.max_tokens, dtype=torch.bool)
     return x.to(device), mask.to(device), y.to(device)
-
-
-@dataclass
-class Row:
-    """A row's step (a closure over its model and batch), what it holds (for memory) and how many it trains."""
-
-    step: Callable[[], Any]
-    holds: Callable[[], list[torch.Tensor]]
-    trainable_params: int
-    note: str = ""
-    model: nn.Module | None = None  # fpt's model of the row: compiled (with --compile) once FLOPs are counted
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
-
-
-def module_tensors(*modules: nn.Module) -> list[torch.Tensor]:
-    return [t for m in modules for t in (*m.parameters(), *m.buffers())]
-
-
-def trained_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def train_row(
@@ -383,75 +326,6 @@ def same_loss(
         10 * out["tolerance"]
     )
     return out
-
-
-def onednn_linear_flops(x_shape, weight_shape, *_, **__) -> int:
-    return 2 * math.prod(x_shape) * weight_shape[0]  # x (…, in) · weightᵀ (in, out)
-
-
-# FlopCounterMode knows the GPU attention kernels; the CPU flash kernel is counted with the same formulas, and
-# oneDNN's linear (fpt.performance.ops' frozen path) as the matmul it is.
-CPU_FLOPS = {
-    torch.ops.mkldnn._linear_pointwise: onednn_linear_flops,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
-        lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v)
-    ),
-}
-
-
-def measure_step(row: Row, device: torch.device) -> tuple[int, int | None]:
-    """(FLOPs of one step, peak bytes over it on the CPU) from one untimed eager step after the first."""
-    counter = FlopCounterMode(display=False, custom_mapping=CPU_FLOPS)
-    if device.type == "cuda":
-        with counter:
-            row.step()
-        return counter.get_total_flops(), None
-    with TensorBytes(row.holds()) as memory, counter:
-        row.step()
-    return counter.get_total_flops(), memory.peak
-
-
-def matmul_rows(device: torch.device, dtype: torch.dtype) -> tuple[dict[str, Row], int, int]:
-    """A dense n × n matmul (fp32 2048 on a CPU, bf16 8192 on a GPU) through each kernel a step can use (torch's
-    matmul; on a CPU with oneDNN also oneDNN's, which fpt's frozen layers use): (rows by kernel, n, FLOPs)."""
-    n = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    rows = {"torch.matmul": Row(lambda: a @ b, lambda: [a, b], 0)}
-    if device.type == "cpu" and dtype == torch.float32 and ops.ONEDNN:
-        rows["oneDNN linear"] = Row(lambda: ops.onednn_linear(a, b), lambda: [a, b], 0)
-    return rows, n, 2 * n**3
-
-
-def timed(step: Callable[[], Any], times: int, device: torch.device) -> float:
-    sync(device)
-    started = time.perf_counter()
-    for _ in range(times):
-        step()
-    sync(device)
-    return (time.perf_counter() - started) / times
-
-
-def run_interleaved(
-    rows: dict[str, Row], warmup: int, repeats: int, device: torch.device
-) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Warm every row up, then time repeats round-robin (A, B, C, A, B, C, ...): seconds per step, and (on a GPU)
-    each row's peak of torch.cuda.max_memory_allocated over its timed steps."""
-    inner, peaks = {}, {name: 0 for name in rows}
-    for name, row in rows.items():
-        for _ in range(max(warmup - 1, 0)):
-            row.step()
-        inner[name] = max(1, math.ceil(MIN_TIMED_SECONDS / timed(row.step, 1, device)))  # the last warm-up step
-    seconds: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(repeats):
-        for name, row in rows.items():
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            seconds[name].append(timed(row.step, inner[name], device))
-            if device.type == "cuda":
-                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
-    return seconds, peaks
 
 
 def bench_shape(
