@@ -123,6 +123,10 @@ def test_smollm2_figures_come_from_its_record():
     minilm = [r for r in converged if (r["task_label"], r["model_label"]) == ("bit-memory", "fpt-pretrained")]
     minilm_test = next(r["test_accuracy"] for r in minilm if r["lr"] == 3e-4 and r["seed"] == 0)  # the chosen lr
     assert m["stopped_early"] and m["config"]["lr"] == 1e-3 and m["config"]["task_args"]["n_bits"] == 100
+    assert (
+        f"(validation {100 * m['val_accuracy']:.1f}% at step {m['best_step']:,}, test {100 * m['test_accuracy']:.1f}%"
+        in flat(text("training"))
+    )
     assert_on_page("README.md", [
         f"from {100 * val[100]:.1f}% at step 100 (what copying the visible bits gives) to "
         f"{100 * val[first_99]:.1f}% at step {first_99:,}",
