@@ -92,6 +92,12 @@ def test_readme_converged_suite_table_and_sentences_come_from_the_results_file()
     for task in ("bit-xor", "bit-memory"):
         pretrained, random = test[("fpt-pretrained", task)], test[("fpt-random", task)]
         assert f"{pretrained:.1f}% against {random:.1f}%" in readme
+    memory = {m: f"{test[(m, 'bit-memory')]:.1f}%" for m in ("transformer", "lstm", "reservoir", "linear")}
+    assert (
+        f"only the fully trained transformer matches it ({memory['transformer']}); the LSTM ({memory['lstm']}), the "
+        f"reservoir ({memory['reservoir']}) and the random init stay near what copying the visible bits gives, and the "
+        f"linear model reaches {memory['linear']}" in readme
+    )
     gap = max(
         abs(test[("fpt-pretrained", t)] - test[("transformer", t)]) for t in ("digits", "gunpoint", "italy-power")
     )
