@@ -41,6 +41,7 @@ from fpt.backbones.base import loading_bars
 from fpt.cache import HeadOnly
 from fpt.config import TrainConfig, make_config
 from fpt.errors import FPTError
+from fpt.freeze import count
 from fpt.performance import ops
 from fpt.performance.measure import (
     Row,
@@ -50,7 +51,6 @@ from fpt.performance.measure import (
     optimizer_tensors,
     run_interleaved,
     sync,
-    trained_count,
 )
 from fpt.performance.reference import Reference
 from fpt.results import cpu_shares, cpu_ticks, environment
@@ -194,7 +194,7 @@ def train_row(
     return Row(
         run,
         lambda: [*module_tensors(model), *optimizer_tensors(optimizer)],
-        trained_count(model),
+        count(model)["trainable_params"],
         model=model,
     )
 
@@ -287,7 +287,7 @@ def reference_row(
     row = Row(
         reference_step,
         lambda: [*module_tensors(reference), *optimizer_tensors(optimizer)],
-        trained_count(reference),
+        count(reference)["trainable_params"],
         f"transformers AutoModel, {what}, frozen by name, plain Adam",
         reference,
     )

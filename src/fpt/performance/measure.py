@@ -40,10 +40,6 @@ def module_tensors(*modules: nn.Module) -> list[torch.Tensor]:
     return [t for m in modules for t in (*m.parameters(), *m.buffers())]
 
 
-def trained_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 class TensorBytes(TorchDispatchMode):
     """Bytes of live tensor storages, and their high-water mark, while the mode is on: the storages of `alive`
     (parameters, optimizer state, the batch) plus every storage an operator creates, each counted until it is freed.

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from fpt.errors import FPTError
-from fpt.performance.bench import FORMAT, TARGETS
+from fpt.performance.bench import ABLATIONS, FORMAT, TARGETS
 
 
 def table(record: dict[str, Any]) -> list[list[str]]:
@@ -85,7 +85,7 @@ def paths_line(shape: dict[str, Any]) -> str | None:
     )
     if "fpt_all_time" in ratios:
         line += f" With every path on (those this CPU's default leaves off too): {ratios['fpt_all_time']:.2f}×."
-    same = [name for name in shape.get("skipped") or {} if not name.startswith("reference")]
+    same = [name for name in shape.get("skipped") or {} if name in ABLATIONS]
     if same:
         line += f" Not run, as they are fpt's step on this CPU: {', '.join(same)}."
     return line
@@ -100,7 +100,7 @@ def references_line(shape: dict[str, Any]) -> str | None:
         if name in shape["ratios"]:
             parts.append(f"{label} {shape['ratios'][name]:.2f}×")
     skipped = shape.get("skipped") or {}
-    parts += [f"{name} not run ({why})" for name, why in skipped.items() if name.startswith("reference")]
+    parts += [f"{name} not run ({why})" for name, why in skipped.items() if name not in ABLATIONS]
     if not parts:
         return None
     return f"References ({shape['name']}): fpt's samples/s ÷ the reference's: {'; '.join(parts)}."
