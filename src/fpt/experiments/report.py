@@ -32,6 +32,7 @@ from fpt.experiments.settings import (
 )
 from fpt.freeze import PAPER_GROUPS
 from fpt.moved import MOVED_FILE
+from fpt.results import write_atomic
 from fpt.version import __version__
 
 # ---- reading -------------------------------------------------------------------------------------------------------
@@ -318,7 +319,6 @@ class ReportOptions(BaseModel):
 
 def write_report(paths: list[Path], options: ReportOptions) -> Path:
     """Render OUT/report.md and its PNG plots from the results files `paths`; returns the report's path."""
-    from fpt.experiments import plots
     from fpt.experiments.sweep import default_runs_dir
 
     records = normalise(load_results(paths))
@@ -328,9 +328,29 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = options.runs_dir or default_runs_dir(paths[0])
     settings = select(records)
-    sweeps = sorted({str(r.get("sweep")) for r in records if r.get("sweep")})
     failed = [r for r in records if r["status"] != "ok"]
     md = [
+        *preamble(paths, records, settings, failed),
+        *tables(settings),
+        *failed_runs(failed),
+        *plot_sections(records, settings, runs_dir, options),
+        "",
+        "## Environment the numbers came from",
+        "",
+        *environment_lines(records),
+        f"- report rendered {datetime.now(UTC).isoformat(timespec='seconds')} with fpt {__version__}, Python "
+        f"{platform.python_version()}",
+        "",
+    ]
+    path = out / "report.md"
+    write_atomic(path, "\n".join(md))
+    return path
+
+
+def preamble(paths: list[Path], records: list[dict], settings: list[Setting], failed: list[dict]) -> list[str]:
+    """Title, where the numbers come from, the protocol, and the answers to the paper's questions."""
+    sweeps = sorted({str(r.get("sweep")) for r in records if r.get("sweep")})
+    return [
         f"# Report: {', '.join(sweeps) or 'results'}",
         "",
         f"Rendered by `fpt report` from {', '.join(f'`{p}`' for p in paths)}: {len(records)} runs "
@@ -351,11 +371,13 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
         "## Answers",
         "",
         *answers(settings),
-        "",
-        "## Table 1: model × task (test accuracy, %)",
-        "",
-        table(settings, lambda s: s.label, "model \\ task", Setting.cell)[0],
     ]
+
+
+def tables(settings: list[Setting]) -> list[str]:
+    """Model × task, the backbone and trained-group views where a sweep varied them, steps to converge, lr choice."""
+    md = ["", "## Table 1: model × task (test accuracy, %)", "", table(settings, lambda s: s.label, "model \\ task",
+          Setting.cell)[0]]  # fmt: skip
     fpts = [s for s in settings if is_fpt(s, init=None)]
     text, rows = table(fpts, lambda s: f"{s.first['backbone']} / {s.first['init']}", "backbone / init \\ task",
                        Setting.cell)  # fmt: skip
@@ -366,7 +388,7 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
     text, rows = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell)
     if rows > 1:
         md += ["", "## Which parameters train: groups × task (FPT, pretrained, test accuracy, %)", "", text]
-    md += [
+    return md + [
         "",
         f"## Steps to converge (first validation at ≥ {CONVERGED:.0%} of the run's best val accuracy)",
         "",
@@ -376,21 +398,33 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
         "",
         selection_table(settings),
     ]
-    if failed:
-        md += ["", "## Failed runs", "", "| task | setting | lr | seed | error |", "|---|---|---|---|---|"]
-        from fpt.experiments.settings import setting_label
 
-        for r in failed:
-            error = str(r.get("error", "")).replace("|", "\\|")
-            md.append(
-                f"| {r['task_label']} | {setting_label(r['model_label'], r.get('axes') or {})} | {r['lr']:g} | "
-                f"{r['seed']} | {error} |"
-            )
-    md += ["", "## Plots", ""]
+
+def failed_runs(failed: list[dict]) -> list[str]:
+    from fpt.experiments.settings import setting_label
+
+    if not failed:
+        return []
+    md = ["", "## Failed runs", "", "| task | setting | lr | seed | error |", "|---|---|---|---|---|"]
+    for r in failed:
+        error = str(r.get("error", "")).replace("|", "\\|")
+        md.append(
+            f"| {r['task_label']} | {setting_label(r['model_label'], r.get('axes') or {})} | {r['lr']:g} | "
+            f"{r['seed']} | {error} |"
+        )
+    return md
+
+
+def plot_sections(records: list[dict], settings: list[Setting], runs_dir: Path, options: ReportOptions) -> list[str]:
+    """Learning curves, accuracy vs trained parameters, what moved, and (bit-memory) the attention maps."""
+    from fpt.experiments import plots
+
+    out = options.out
     plots.learning_curves(settings, out / "learning_curves.png")
     plots.accuracy_vs_params(settings, out / "accuracy_vs_params.png")
-    md += ["![learning curves](learning_curves.png)", "", "![accuracy vs trained parameters](accuracy_vs_params.png)"]
-    md += [""] + moved_section(settings, runs_dir, out)
+    md = ["", "## Plots", "", "![learning curves](learning_curves.png)", "",
+          "![accuracy vs trained parameters](accuracy_vs_params.png)", ""]  # fmt: skip
+    md += moved_section(settings, runs_dir, out)
     if options.attention:
         try:
             caption = plots.attention_maps(
@@ -400,15 +434,4 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
             md += ["", "![attention maps](attention_bit_memory.png)", "", caption]
         except FPTError as err:
             md += ["", f"Attention maps not drawn: {err}"]
-    md += [
-        "",
-        "## Environment the numbers came from",
-        "",
-        *environment_lines(records),
-        f"- report rendered {datetime.now(UTC).isoformat(timespec='seconds')} with fpt {__version__}, Python "
-        f"{platform.python_version()}",
-        "",
-    ]
-    path = out / "report.md"
-    path.write_text("\n".join(md))
-    return path
+    return md

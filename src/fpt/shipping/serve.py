@@ -239,7 +239,6 @@ def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastA
     """The HTTP API over a shared core that already holds its tasks."""
     settings = settings or ServeSettings()
     batcher = Batcher(core, settings)
-    started = time.time()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -259,19 +258,34 @@ def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastA
     app.state.core, app.state.batcher, app.state.settings = core, batcher, settings
     app.add_middleware(BodyLimit, settings=settings)
 
-    def task_or_404(name: str):
-        task = core.tasks.get(name)
-        if task is None:
-            raise HTTPException(404, f"unknown task {name!r}; tasks: {', '.join(core.tasks) or 'none'}")
-        return task
-
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         name = request.path_params.get("name")
         if name is not None and name not in core.tasks:
-            return error(404, f"unknown task {name!r}; tasks: {', '.join(core.tasks) or 'none'}")
+            return error(404, unknown_task(core, name))
         message = describe_validation(exc, core.tasks[name].spec.input if name is not None else None)
         return error(400 if message.startswith("malformed JSON") else 422, message)
+
+    add_read_routes(app, core, batcher, settings)
+    add_predict_route(app, core, batcher, settings)
+    add_upload_route(app, core, batcher, settings)
+    return app
+
+
+def unknown_task(core: SharedCore, name: str) -> str:
+    return f"unknown task {name!r}; tasks: {', '.join(core.tasks) or 'none'}"
+
+
+def task_or_404(core: SharedCore, name: str):
+    task = core.tasks.get(name)
+    if task is None:
+        raise HTTPException(404, unknown_task(core, name))
+    return task
+
+
+def add_read_routes(app: FastAPI, core: SharedCore, batcher: Batcher, settings: ServeSettings) -> None:
+    """Liveness and the tasks served."""
+    started = time.time()
 
     @app.get("/healthz", summary="liveness: the backbone is loaded and the batching worker runs")
     async def healthz() -> dict[str, Any]:
@@ -293,11 +307,15 @@ def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastA
 
     @app.get("/v1/tasks/{name}", summary="one task")
     async def get_task(name: str) -> dict[str, Any]:
-        return task_or_404(name).summary()
+        return task_or_404(core, name).summary()
+
+
+def add_predict_route(app: FastAPI, core: SharedCore, batcher: Batcher, settings: ServeSettings) -> None:
+    """Predictions: requests for any task join the batcher's shared forward passes."""
 
     @app.post("/v1/tasks/{name}/predict", response_model=PredictResponse, summary="predict a batch of examples")
     async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
-        task = task_or_404(name)
+        task = task_or_404(core, name)
         if len(body.inputs) > settings.max_examples:
             raise HTTPException(413, f"{len(body.inputs)} examples in one request; at most {settings.max_examples}")
         try:
@@ -317,6 +335,10 @@ def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastA
             "labels": [[names[c] for c in row] for row in classes] if names else None,
             "logits": logits.tolist() if body.return_logits else None,
         }
+
+
+def add_upload_route(app: FastAPI, core: SharedCore, batcher: Batcher, settings: ServeSettings) -> None:
+    """Adding a task patch at run time: off unless --allow-upload, and only with the bearer token."""
 
     @app.post(
         "/v1/tasks",
@@ -341,8 +363,6 @@ def create_app(core: SharedCore, settings: ServeSettings | None = None) -> FastA
             status = 409 if "already served" in str(err) else 422
             raise HTTPException(status, str(err)) from None
         return task.summary()
-
-    return app
 
 
 def parse_patch_arg(text: str) -> tuple[str, Path]:
