@@ -329,6 +329,16 @@ def build_parser(command: str | None = None) -> Parser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
+    adders = {"train": add_train_parser, "list": add_list_parser, "demo": add_demo_parser, "export": add_export_parser,
+              "load": add_load_parser, "serve": add_serve_parser, "sweep": add_sweep_parser,
+              "report": add_report_parser, "bench": add_bench_parser}  # fmt: skip
+    for name, add in adders.items():
+        add(sub, command in (None, name))
+    return parser
+
+
+def add_train_parser(sub, options: bool) -> None:
+    """fpt train: its run options, then every TrainConfig field as an option."""
     p = sub.add_parser(
         "train",
         help="train one FPT run and write its result files",
@@ -356,16 +366,25 @@ def build_parser(command: str | None = None) -> Parser:
     add_options(p, TrainConfig, "training config (also settable in --config FILE.yaml)", switches=False)
     p.set_defaults(func=cmd_train)
 
+
+def add_list_parser(sub, options: bool) -> None:
+    """fpt list."""
     p = sub.add_parser("list", help="list the registered tasks, backbones or models")
     p.add_argument("what", choices=["tasks", "backbones", "models", "methods"])
     p.set_defaults(func=cmd_list)
 
+
+def add_demo_parser(sub, options: bool) -> None:
+    """fpt demo."""
     p = sub.add_parser("demo", help="FPT vs random init on bit-xor and digits with the shipped minilm backbone")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="where the four runs write (default runs/demo)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: each task's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
+
+def add_export_parser(sub, options: bool) -> None:
+    """fpt export."""
     p = sub.add_parser("export", help="write a finished run's trained tensors as a task patch (.fpt.safetensors)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (result.json, trained.safetensors)")
     p.add_argument(
@@ -389,6 +408,9 @@ def build_parser(command: str | None = None) -> Parser:
     )
     p.set_defaults(func=cmd_export)
 
+
+def add_load_parser(sub, options: bool) -> None:
+    """fpt load."""
     p = sub.add_parser("load", help="rebuild a model from a patch, checking its backbone; optionally predict")
     p.add_argument("patch", metavar="PATCH", help="a .fpt.safetensors file or peft folder from fpt export")
     p.add_argument(
@@ -399,11 +421,6 @@ def build_parser(command: str | None = None) -> Parser:
     )
     p.add_argument("--inputs", metavar="FILE.json", help='predict {"inputs": [...]} (as POST .../predict) to stdout')
     p.set_defaults(func=cmd_load)
-
-    for name, add in (("serve", add_serve_parser), ("sweep", add_sweep_parser), ("report", add_report_parser),
-                      ("bench", add_bench_parser)):  # fmt: skip
-        add(sub, command in (None, name))
-    return parser
 
 
 def add_serve_parser(sub, options: bool) -> None:
