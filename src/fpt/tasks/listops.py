@@ -272,6 +272,31 @@ def _check_generator_args(args: dict) -> None:
         )
 
 
+def read_lra_files(folder: Path, generator_args: dict) -> tuple[dict, dict]:
+    """LRA's basic_{train,val,test}.tsv; the generator's arguments must be left at their defaults."""
+    changed = [k for k, v in generator_args.items() if v != GENERATOR_DEFAULTS[k]]
+    if changed:
+        raise FPTError(f"task argument {changed[0]} applies to generated ListOps, not to files from data_dir")
+    data = {split: read_lra_tsv(folder / file) for split, file in LRA_FILES.items()}
+    return data, {"generated": False, "source": str(folder.resolve()), "files": dict(LRA_FILES)}
+
+
+def generate_splits(args: dict) -> tuple[dict[str, tuple[list[np.ndarray], list[int]]], dict]:
+    """Train, val and test drawn in that order from one seeded stream of generated expressions, as token ids."""
+    _check_generator_args(args)
+    sizes = {"train": args["train_size"], "val": args["val_size"], "test": args["test_size"]}
+    examples = generate_examples(
+        sum(sizes.values()), args["max_depth"], args["max_args"], args["min_length"], args["max_length"], args["seed"]
+    )
+    data, start = {}, 0
+    for split in SPLITS:
+        part = examples[start : start + sizes[split]]
+        start += sizes[split]
+        data[split] = ([np.array([TOKEN_IDS[t] for t in s.split()], dtype=np.uint8) for s, _ in part],
+                       [v for _, v in part])  # fmt: skip
+    return data, {"generated": True, "data_seed": args["seed"], "params": args}
+
+
 @TASKS.register(
     "listops",
     "symbolic: LRA ListOps expressions → value 0-9, one token a symbol (vocab 18), 10 classes",
@@ -310,27 +335,10 @@ def listops(
     if max_len is not None:
         check_positive(max_len=max_len)
 
-    data: dict[str, tuple[list[np.ndarray], list[int]]] = {}
     if data_dir is not None:
-        changed = [k for k, v in generator_args.items() if v != GENERATOR_DEFAULTS[k]]
-        if changed:
-            raise FPTError(f"task argument {changed[0]} applies to generated ListOps, not to files from data_dir")
-        for split, file in LRA_FILES.items():
-            data[split] = read_lra_tsv(Path(data_dir) / file)
-        info = {"generated": False, "source": str(Path(data_dir).resolve()), "files": dict(LRA_FILES)}
+        data, info = read_lra_files(Path(data_dir), generator_args)
     else:
-        _check_generator_args(generator_args)
-        sizes = {"train": train_size, "val": val_size, "test": test_size}
-        examples = generate_examples(sum(sizes.values()), max_depth, max_args, min_length, max_length, seed)
-        start = 0
-        for split in SPLITS:
-            part = examples[start : start + sizes[split]]
-            start += sizes[split]
-            data[split] = (
-                [np.array([TOKEN_IDS[t] for t in s.split()], dtype=np.uint8) for s, _ in part],
-                [v for _, v in part],
-            )
-        info = {"generated": True, "data_seed": seed, "params": generator_args}
+        data, info = generate_splits(generator_args)
 
     if not keep_brackets:
         data = {s: ([x[~np.isin(x, BRACKET_IDS)] for x in xs], ys) for s, (xs, ys) in data.items()}
