@@ -479,3 +479,22 @@ def test_performance_page_quiet_long_and_smollm2_figures_come_from_their_records
         f"{100 * rows['fpt']['mfu']:.0f}% / {100 * rows['reference']['mfu']:.0f}% of the matmul rate",
         f"memory ({mib[0]} vs {mib[1]} MiB)",
     ])  # fmt: skip
+
+
+def test_paper_bit_memory_figures_come_from_its_record():
+    from fpt.experiments.settings import steps_to_converge
+    from fpt.experiments.sweep import read_records
+
+    records = read_records(ROOT / "results/paper-bit-memory/paper-bit-memory.jsonl")
+    r = next(r for r in records if r["model_label"] == "fpt-pretrained")
+    val = {row["step"]: row["val_accuracy"] for row in r["curve"]}
+    converged, batch = steps_to_converge(r), r["config"]["batch_size"]
+    last = [v for step, v in val.items() if step > r["steps_run"] - 2500]
+    assert r["config"]["lr"] == 1e-3 and batch == 16 and r["task_info"]["params"]["n_bits"] == 1000
+    assert not r["stopped_early"] and max(last) - min(last) < 0.001  # "moving by hundredths of a point"
+    assert_on_page("README.md", [
+        f"reaches {100 * val[750]:.1f}% validation accuracy per bit at step 750, {100 * val[1000]:.1f}% at step 1,000 "
+        f"and {100 * r['val_accuracy']:.2f}% at step {r['best_step']:,}; test accuracy {100 * r['test_accuracy']:.2f}%",
+        f"it ran to its {r['steps_run']:,}-step cap",
+        f"the first validation within 95% of the best came at step {converged:,}, after {converged * batch:,} examples",
+    ])  # fmt: skip
