@@ -142,6 +142,21 @@ def test_smollm2_figures_come_from_its_record():
         f"{100 * (minilm_test - m['test_accuracy']):.1f} below minilm's {100 * minilm_test:.1f}% in the converged "
         "suite",
     ])  # fmt: skip
+    d = next(r for r in records if r["task_label"] == "bit-memory" and r["model_label"] == "no-dropout")
+    assert d["config"]["dropout"] == 0.0 and not d["stopped_early"] and d["steps_run"] == d["config"]["steps"]
+    gaps = {round(100 * (r["val_accuracy"] - r["test_accuracy"]), 1) for r in (m, d)}
+    shown = f"validation accuracy peaks at {100 * d['val_accuracy']:.1f}% at step {d['best_step']:,} and test accuracy "
+    shown += "is "
+    assert_on_page("README.md", [
+        shown + f"{100 * d['test_accuracy']:.2f}% (one seed, at its {d['steps_run']:,}-step cap)",
+        f"test accuracy sits {gaps.pop()} points below the best validation accuracy, which is picked among checkpoints "
+        f"on {d['task_info']['split_sizes']['val']} examples",
+    ])  # fmt: skip
+    assert not gaps  # the same gap in both runs
+    assert (
+        f"validation {100 * d['val_accuracy']:.1f}% at step {d['best_step']:,}, test {100 * d['test_accuracy']:.2f}% "
+        in flat(text("training"))
+    )
 
 
 def fault_figures() -> str:
