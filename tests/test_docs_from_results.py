@@ -513,3 +513,11 @@ def test_paper_bit_memory_figures_come_from_its_record():
         f"it ran to its {r['steps_run']:,}-step cap",
         f"the first validation within 95% of the best came at step {converged:,}, after {converged * batch:,} examples",
     ])  # fmt: skip
+    rnd = next(r for r in records if r["model_label"] == "fpt-random")
+    first = rnd["curve"][0]
+    assert rnd["config"] | {"init": "pretrained"} == r["config"] and rnd["stopped_early"]
+    assert_on_page("README.md", [
+        f"validation {100 * first['val_accuracy']:.1f}% at step {first['step']} and at best "
+        f"{100 * rnd['val_accuracy']:.1f}% (step {rnd['best_step']:,}), test {100 * rnd['test_accuracy']:.1f}%, "
+        f"stopped on a plateau at step {rnd['steps_run']:,}",
+    ])  # fmt: skip
