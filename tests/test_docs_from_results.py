@@ -470,7 +470,6 @@ def test_performance_page_quiet_long_and_smollm2_figures_come_from_their_records
     idle = read_json(ROOT / "results/bench/cpu.json")
     idle_long, busy_long = (next(s for s in r["shapes"] if s["name"] == "long")["rows"] for r in (idle, busy))
     idle_long_speed, busy_long_speed = (target(r, "fpt_vs_reference_speed", "long") for r in (idle, busy))
-    assert f"{idle_long['fpt']['step_seconds']:.2f}" == "3.46"
     paths = read_json(runs / "2026-12-04T1904-ab8aa28-epyc-f25m17-long-paths.json")["shapes"][0]
     rerun, rerun_fpt = paths["ratios"], paths["rows"]["fpt"]["step_seconds"]
     smol = read_json(runs / "2026-12-04T1611-64be22a-epyc-f25m17-smollm2.json")
@@ -486,7 +485,7 @@ def test_performance_page_quiet_long_and_smollm2_figures_come_from_their_records
         f"({idle_long_speed:.2f})",
         f"but at {rerun['fpt_no_dropout_time']:.2f} (dropout), {rerun['fpt_no_onednn_time']:.2f} (oneDNN) and "
         f"{rerun['fpt_no_chunking_time']:.2f} (chunking)",
-        f"3.46 s in the full record, {rerun_fpt:.2f} s in the re-run",
+        f"{idle_long['fpt']['step_seconds']:.2f} s in the full record, {rerun_fpt:.2f} s in the re-run",
         f"{ratios['fpt_vs_full_time']:.3f} of full fine-tuning's step time, {ratios['fpt_vs_full_memory']:.3f} of its",
         f"a reservoir epoch {ratios['reservoir_vs_fpt_epoch']:,.0f}× faster",
         f"only {ratios['fpt_vs_reference_speed']:.2f}× the fastest reference's speed",
