@@ -128,11 +128,14 @@ def test_report_tables_and_answers(tmp_path):
         "## Table 1: model × task (test accuracy, %)",
         "## Pretraining modality: frozen backbone × task",
         "## Which parameters train: groups × task",
+        "## Trained weights: model × task",
         "## Steps to converge",
         "## Learning-rate selection",
         "## Environment the numbers came from",
     ):
         assert heading in report
+    assert "| fpt-pretrained | 1,000 | 1,000 |" in report  # the records carry no total_params: no share
+    assert "| linear | 50,000 | – |" in report
     assert "| model \\ task | xor | digits |" in report
     assert "| fpt-pretrained | 94.0 ± 2.5 (n=3) | 84.0 ± 2.5 (n=3) |" in report  # sd 1 point: 4.303 / √3 = 2.48
     assert "| linear | 50.0 (n=1, no CI) | – |" in report
@@ -267,3 +270,13 @@ def test_the_language_model_question_is_answered_per_task(tmp_path):
         "| gun | fpt 90.0 ± 2.5 (n=3) | +10.0 [+7.7, +12.3] (higher) | +5.0 [+2.7, +7.3] (higher) "
         "| -2.0 [-4.3, +0.3] (no clear difference) |"
     ]
+
+
+def test_trained_weights_cell_gives_the_count_and_its_share():
+    from fpt.experiments.report import params_cell
+
+    fpt = record("xor", "fpt", 1e-3, 0, 0.9, 0.9, total_params=22_713_216)  # fpt's 1,000 of minilm's weights
+    full = record("xor", "full", 1e-3, 0, 0.9, 0.9, model="transformer", total_params=50_000)
+    big = record("xor", "big", 1e-3, 0, 0.9, 0.9, trainable_params=230_056, total_params=22_588_840)
+    cells = [params_cell(s) for s in select([fpt, full, big])]
+    assert cells == ["1,000 (0.0044%)", "50,000 (100%)", "230,056 (1.02%)"]

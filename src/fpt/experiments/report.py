@@ -119,6 +119,20 @@ def table(
     return "\n".join(lines), len(cells)
 
 
+def params_cell(s: Setting) -> str:
+    """Trained weights of the setting's runs and their share of the model's: '37,442 (0.03%)'."""
+    runs = s.chosen or next(iter(s.by_lr.values()))
+    trained = sorted({r["trainable_params"] for r in runs if r.get("trainable_params") is not None})
+    total = max((r.get("total_params") or 0 for r in runs), default=0)
+    if not trained:
+        return "–"
+    text = " / ".join(f"{n:,}" for n in trained)  # one count unless runs of the setting differ
+    if not total:
+        return text
+    share = 100 * trained[-1] / total
+    return text + (f" ({share:.0f}%)" if share >= 10 else f" ({share:.2f}%)" if share >= 0.1 else f" ({share:.2g}%)")
+
+
 def steps_cell(s: Setting) -> str:
     steps = [steps_to_converge(r) for r in s.ok]
     return cell([float(v) for v in steps if v is not None], scale=1.0, digits=0, failed=s.failed)
@@ -389,6 +403,10 @@ def tables(settings: list[Setting]) -> list[str]:
     if rows > 1:
         md += ["", "## Which parameters train: groups × task (FPT, pretrained, test accuracy, %)", "", text]
     return md + [
+        "",
+        "## Trained weights: model × task (count, and % of the model's weights)",
+        "",
+        table(settings, lambda s: s.label, "model \\ task", params_cell)[0],
         "",
         f"## Steps to converge (first validation at ≥ {CONVERGED:.0%} of the run's best val accuracy)",
         "",
