@@ -319,6 +319,44 @@ def test_ray_backend_writes_the_same_records(tiny_bert_dir, tmp_path):
     assert len(read_records(tmp_path / "ray.jsonl")) == 3
 
 
+def test_reuse_copies_another_sweeps_run_of_the_same_config(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """A run whose config another sweep already trained (same run id) is copied from that sweep's results file,
+    under this sweep's name and labels, and not trained again; the rest trains."""
+    first = tmp_path / "first.jsonl"
+    run_sweep(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0])), SweepOptions(results=first, quiet=True))
+    other = tiny_sweep(tiny_bert_dir, name="other", seeds=[0], models={"frozen": {"model": "fpt", "lr": 1e-3},
+                                                                       "mlp": {"model": "mlp"}})  # fmt: skip
+    path = write_sweep(tmp_path / "other.yaml", other)
+    results = tmp_path / "other.jsonl"
+    assert main(["sweep", str(path), "--results", str(results), "--reuse", str(first), "--dry-run"]) == 0
+    assert "1 to run, 1 to copy from --reuse" in capsys.readouterr().out
+    trained = []
+    real_train = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda cfg, **kw: trained.append(cfg.model) or real_train(cfg, **kw))
+    records = run_sweep(SweepConfig(**other), SweepOptions(results=results, reuse=str(first), quiet=True))
+    assert trained == ["mlp"]  # the fpt run at lr 1e-3, seed 0 is the first sweep's
+    (copied,) = [r for r in records if r["model_label"] == "frozen"]
+    (source,) = [r for r in read_records(first) if r["run_id"] == copied["run_id"]]
+    assert copied["sweep"] == "other" and copied["reused_from"] == {"results": str(first), "sweep": "tiny"}
+    assert comparable([copied])[copied["run_id"]] == {**comparable([source])[source["run_id"]], "model_label": "frozen"}
+    assert not (tmp_path / "other" / copied["run_id"]).exists()
+    assert copied["moved"]["cells"] and "tensors" not in copied["moved"]  # what moved travels in the record
+    from fpt.experiments.report import ReportOptions, write_report
+
+    options = ReportOptions(out=tmp_path / "report", runs_dir=tmp_path / "no-folders", attention=False)
+    moved = write_report([results], options).read_text().split("## What moved")[1]  # from the records, no folder
+    assert "| xor | frozen |" in moved and "| xor | mlp |" in moved
+
+    # A record from before records held what moved is not reused: the run trains again.
+    bare = [{k: v for k, v in r.items() if k != "moved"} for r in read_records(first)]
+    first.write_text("".join(json.dumps(r) + "\n" for r in bare))
+    trained.clear()
+    run_sweep(SweepConfig(**other), SweepOptions(results=tmp_path / "again.jsonl", reuse=str(first), quiet=True))
+    assert sorted(trained) == ["fpt", "mlp"]
+    with pytest.raises(FPTError, match="--reuse: no results file"):
+        run_sweep(SweepConfig(**other), SweepOptions(results=results, reuse=str(tmp_path / "none.jsonl")))
+
+
 def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     path = write_sweep(tmp_path / "sweep.yaml", tiny_sweep(tiny_bert_dir))
     results = tmp_path / "r.jsonl"

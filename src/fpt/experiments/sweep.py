@@ -25,11 +25,12 @@ A run's id is a short SHA-256 of its TrainConfig as canonical JSON (fpt.config.i
 included, but the placement fields threads and device, which decide how fast and where a run computes, not what; a
 field added after the first sweeps counts only when set away from its default, so new options keep old ids). Ids name
 the config, not the code: every record keeps its commit and versions, and `fpt report` lists them. A run trains into
-RUNS_DIR/<run_id>/ with its checkpoints; the record (fpt.train's result, the labels, the learning curve) is appended
-to the results file once the run ends. A run is finished when its id is in the file, so re-running a sweep skips
-finished runs and resumes a half-done one from its checkpoint; the numbers equal those of an unbroken sweep. A run
-that fails with an FPTError (a non-finite loss at a high lr) is recorded with status "failed" and its error, and
-counts as finished (`--retry-failed` runs it again).
+RUNS_DIR/<run_id>/ with its checkpoints; the record (fpt.train's result, the labels, the learning curve, what moved)
+is appended to the results file once the run ends. A run is finished when its id is in the file, so re-running a sweep
+skips finished runs and resumes a half-done one from its checkpoint; the numbers equal those of an unbroken sweep. A
+run that fails with an FPTError (a non-finite loss at a high lr) is recorded with status "failed" and its error, and
+counts as finished (`--retry-failed` runs it again). A run another sweep already trained (the same id in its results
+file, `--reuse`) is copied from there, relabelled, instead of trained again.
 """
 
 from __future__ import annotations
@@ -115,6 +116,19 @@ class SweepOptions(BaseModel):
         json_schema_extra={"metavar": "LABELS"},
     )  # fmt: skip
     quiet: bool = Field(False, description="no progress bar; one line per finished run")
+    reuse: str | None = Field(
+        None,
+        description="other sweeps' results files (comma list): a run whose id (its config) has a finished record "
+        "there is copied into this sweep's results, relabelled, instead of trained again",
+        json_schema_extra={"metavar": "FILES"},
+    )
+
+    def reuse_files(self) -> list[Path]:
+        paths = [Path(p.strip()) for p in (self.reuse or "").split(",") if p.strip()]
+        for path in paths:
+            if not path.is_file():
+                raise FPTError(f"--reuse: no results file {path}")
+        return paths
 
     def results_file(self, sweep: SweepConfig) -> Path:
         return self.results if self.results is not None else Path("runs") / f"{sweep.name}.jsonl"
@@ -330,6 +344,24 @@ def append_record(path: str | Path, record: Record) -> None:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def reusable(paths: list[Path]) -> dict[str, tuple[Path, Record]]:
+    """The finished (status ok) records of other sweeps' results files by run id, with the file each came from. Only
+    records that hold all a trained run's record holds (what moved included) are reused: older ones train again."""
+    found: dict[str, tuple[Path, Record]] = {}
+    for path in paths:
+        for record in latest_records(read_records(path)):
+            if record.get("status") == "ok" and "moved" in record and "curve" in record:
+                found.setdefault(record["run_id"], (path, record))
+    return found
+
+
+def reused_record(run: Run, sweep_name: str, source: Path, record: Record) -> Record:
+    """Another sweep's record of the same config (same run id), under this sweep's name and labels; `reused_from`
+    names the file and sweep it was trained in. Its numbers, environment and commit are those of that training."""
+    return {**record, "run_id": run.run_id, "sweep": sweep_name, **run.labels(),
+            "reused_from": {"results": str(source), "sweep": record.get("sweep")}}  # fmt: skip
+
+
 def finished_ids(records: list[Record], retry_failed: bool = False) -> set[str]:
     latest = latest_records(records)
     return {r["run_id"] for r in latest if not (retry_failed and r.get("status") == "failed")}
@@ -353,18 +385,29 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
     head = {"run_id": run.run_id, "sweep": sweep_name, **run.labels()}
     resume = (out / CHECKPOINT_FILE).is_file()
     if (out / "result.json").is_file():  # finished, but killed before its record was written
-        return {**head, "status": "ok", **read_json(out / "result.json"), "resumed": False, "curve": read_curve(out)}
+        return {**head, "status": "ok", **read_json(out / "result.json"), "resumed": False, **kept(out)}
     with open(out / "train.log", "a") as log, contextlib.redirect_stderr(log):
         try:
             result = train(cfg, out=out, quiet=True, resume=resume)
         except FPTError as err:
             print(f"fpt: run failed: {err}", file=log)
             return {**head, **failed_record(cfg, err)}
-    return {**head, "status": "ok", **result, "resumed": resume, "curve": read_curve(out)}
+    return {**head, "status": "ok", **result, "resumed": resume, **kept(out)}
 
 
 def read_curve(out: Path) -> list[Record]:
     return [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
+
+
+def kept(out: Path) -> Record:
+    """What a record keeps of its run folder, so that a report needs no folder: the learning curve, and what moved
+    per layer × group (moved.json without its per-tensor rows; the folder keeps those)."""
+    from fpt.moved import MOVED_FILE
+
+    record: Record = {"curve": read_curve(out)}
+    if (out / MOVED_FILE).is_file():
+        record["moved"] = {k: v for k, v in json.loads((out / MOVED_FILE).read_text()).items() if k != "tensors"}
+    return record
 
 
 def failed_record(cfg: TrainConfig, err: FPTError) -> Record:
@@ -473,6 +516,7 @@ def run_sweep(
     runs = expand(sweep, records=read_records(results))
     done = finished_ids(read_records(results), options.retry_failed)
     todo = [r for r in runs if r.run_id not in done]
+    others = reusable(options.reuse_files())
     bar = tqdm(
         total=len(runs) + waiting(sweep, runs),
         initial=len(runs) - len(todo),
@@ -492,6 +536,13 @@ def run_sweep(
     started = time.perf_counter()
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
+            copied = [r for r in todo if r.run_id in others]
+            for run in copied:
+                source, record = others[run.run_id]
+                append_record(results, reused_record(run, sweep.name, source, record))
+                bar.update()
+                say(f"{describe(reused_record(run, sweep.name, source, record))} [reused from {source}]")
+            todo = [r for r in todo if r.run_id not in others]
             if options.backend == "ray":
                 records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
             else:
@@ -504,7 +555,7 @@ def run_sweep(
             finally:
                 if hasattr(records, "close"):
                     records.close()  # shut the pool or Ray down now, also when interrupted
-            tried = {r.run_id for r in todo}
+            tried = {r.run_id for r in todo} | {r.run_id for r in copied}
             runs = expand(sweep, records=read_records(results))
             done = finished_ids(read_records(results), options.retry_failed) | tried
             todo = [r for r in runs if r.run_id not in done]
@@ -544,12 +595,15 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
     records = read_records(options.results_file(sweep))
     runs = expand(sweep, records=records)
     latest = {r["run_id"]: r for r in latest_records(records)}
+    others = reusable(options.reuse_files())
     lines = []
-    todo = 0
+    todo = copied = 0
     for run in runs:
         record = latest.get(run.run_id)
         status = "todo" if record is None else "done" if record.get("status") == "ok" else "failed"
-        if status == "todo" or (status == "failed" and options.retry_failed):
+        if status == "todo" and run.run_id in others:
+            status, copied = "reuse", copied + 1
+        elif status == "todo" or (status == "failed" and options.retry_failed):
             todo += 1
         lines.append(
             f"{run.run_id}  {status:6}  {run.task_label}  {run.setting}  lr {run.config.lr:g}  seed {run.config.seed}"
@@ -563,6 +617,8 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
         shape = f"every lr on seed {sweep.seeds[0]}, the chosen lr on {len(sweep.seeds) - 1} more seeds"
     lines.append(
         f"{sweep.name}: {len(runs) + later} runs ({shape}), {len(settings)} settings; "
-        f"{len(runs) - todo} finished, {todo} to run" + (f", {later} waiting for their lr choice" if later else "")
+        f"{len(runs) - todo - copied} finished, {todo} to run"
+        + (f", {copied} to copy from --reuse" if copied else "")
+        + (f", {later} waiting for their lr choice" if later else "")
     )
     return "\n".join(lines)
