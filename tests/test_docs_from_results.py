@@ -6,13 +6,14 @@ import json
 import re
 import subprocess
 from fnmatch import fnmatch
+from math import floor
 from pathlib import Path
 
 import pytest
 
 from fpt.cli import build_parser
 from fpt.experiments.report import answers, load_results, normalise, table
-from fpt.experiments.settings import Setting, select
+from fpt.experiments.settings import Setting, select, steps_to_converge
 from fpt.performance import render as bench_render
 from fpt.results import read_json
 
@@ -87,17 +88,32 @@ def test_readme_converged_suite_table_and_sentences_come_from_the_results_file()
     runs = sum(1 for _ in open(ROOT / "results/converged-suite/converged-suite.jsonl"))
     sweep = load_sweep(ROOT / "configs/converged-suite.yaml")
     planned = expand(sweep)
-    assert f"({runs} of {len(planned) + waiting(sweep, planned)} runs;" in readme
+    assert f"({runs} of {len(planned) + waiting(sweep, planned)} runs)" in readme
     test = {(s.label, s.task): 100 * sum(s.values("test_accuracy")) / len(s.ok) for s in records}
     for task in ("bit-xor", "bit-memory"):
         pretrained, random = test[("fpt-pretrained", task)], test[("fpt-random", task)]
         assert f"{pretrained:.1f}% against {random:.1f}%" in readme
     memory = {m: f"{test[(m, 'bit-memory')]:.1f}%" for m in ("transformer", "lstm", "reservoir", "linear")}
     assert (
-        f"only the fully trained transformer matches it ({memory['transformer']}); the LSTM ({memory['lstm']}), the "
-        f"reservoir ({memory['reservoir']}) and the random init stay near what copying the visible bits gives, and the "
-        f"linear model reaches {memory['linear']}" in readme
+        f"Only the fully trained transformer matches FPT there ({memory['transformer']}); the LSTM ({memory['lstm']}), "
+        f"the reservoir ({memory['reservoir']}) and the random init stay near that level, and the linear model reaches "
+        f"{memory['linear']}" in readme
     )
+    bits = {s.label: s for s in records if s.task == "bit-memory"}
+    fpt, random = bits["fpt-pretrained"], bits["fpt-random"]
+    assert f"three seeds each; every seed of FPT above {floor(min(fpt.values('test_accuracy')) * 1000) / 10}%" in readme
+    assert len(fpt.ok) == len(random.ok) == 3
+    first = {label: {steps_to_converge(r) for r in bits[label].ok} for label in ("fpt-pretrained", "fpt-random")}
+    assert first == {"fpt-pretrained": {750}, "fpt-random": {250}}  # the sentence's steps, on every seed
+    assert "best came at step 750 on each seed; its random init's at step 250" in readme
+
+    def moving(s):  # the most a seed's validation accuracy moved over its last 1,000 steps, in points
+        tails = [[c["val_accuracy"] for c in r["curve"] if c["step"] >= r["steps_run"] - 1000] for r in s.ok]
+        return f"{100 * max(max(t) - min(t) for t in tails):.2f}"
+
+    assert all(not r["stopped_early"] and r["steps_run"] == 4000 for r in fpt.ok + random.ok)
+    assert f"moving by at most {moving(fpt)} points over the last 1,000" in readme
+    assert f"moving by at most {moving(random)} points at the copying level" in readme
     gap = max(
         abs(test[("fpt-pretrained", t)] - test[("transformer", t)]) for t in ("digits", "gunpoint", "italy-power")
     )
