@@ -173,6 +173,19 @@ def test_smollm2_figures_come_from_its_record():
         f"validation {100 * d['val_accuracy']:.1f}% at step {d['best_step']:,}, test {100 * d['test_accuracy']:.2f}% "
         in flat(text("training"))
     )
+    k = next(r for r in records if r["task_label"] == "bit-memory" and r["model_label"] == "no-dropout-4k")
+    assert k["config"]["dropout"] == 0.0 and k["config"]["steps"] == 4000 and k["stopped_early"]
+    untimed = [[{**row, "train_seconds": 0} for row in r["curve"]] for r in (k, d)]
+    assert untimed[0][: len(untimed[1])] == untimed[1]  # the same seed: the same curve, step for step
+    tie = next(row for row in k["curve"] if row["step"] == d["best_step"])
+    assert tie["val_accuracy"] == k["val_accuracy"] and k["val_loss"] < tie["val_loss"]  # equal accuracy, lower loss
+    assert_on_page("README.md", [
+        f"it stops on a validation plateau at step {k['steps_run']:,}, where validation accuracy equals its "
+        f"step-{d['best_step']:,} best at a lower loss, and test accuracy is {100 * k['test_accuracy']:.2f}%",
+        f"one seed, {100 * (k['test_accuracy'] - m['test_accuracy']):.2f} points above the default's run",
+    ])  # fmt: skip
+    plateau = f"stops on a plateau at step {k['steps_run']:,}, test {100 * k['test_accuracy']:.2f}%"
+    assert plateau in flat(text("training"))
 
 
 def fault_figures() -> str:
