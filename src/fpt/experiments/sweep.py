@@ -536,12 +536,12 @@ def run_sweep(
     started = time.perf_counter()
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
-            copied = [r for r in todo if r.run_id in others]
-            for run in copied:
+            for run in (r for r in todo if r.run_id in others):  # copied: finished in the file, never tried here
                 source, record = others[run.run_id]
-                append_record(results, reused_record(run, sweep.name, source, record))
+                copy = reused_record(run, sweep.name, source, record)
+                append_record(results, copy)
                 bar.update()
-                say(f"{describe(reused_record(run, sweep.name, source, record))} [reused from {source}]")
+                say(f"{describe(copy)} [reused from {source}]")
             todo = [r for r in todo if r.run_id not in others]
             if options.backend == "ray":
                 records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
@@ -555,7 +555,7 @@ def run_sweep(
             finally:
                 if hasattr(records, "close"):
                     records.close()  # shut the pool or Ray down now, also when interrupted
-            tried = {r.run_id for r in todo} | {r.run_id for r in copied}
+            tried = {r.run_id for r in todo}
             runs = expand(sweep, records=read_records(results))
             done = finished_ids(read_records(results), options.retry_failed) | tried
             todo = [r for r in runs if r.run_id not in done]
