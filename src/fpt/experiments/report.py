@@ -40,7 +40,7 @@ from fpt.version import __version__
 
 def load_results(paths: list[Path]) -> list[Record]:
     """Result records from result.json files, folders holding them (searched recursively) or results JSONL files."""
-    from fpt.experiments.sweep import read_records
+    from fpt.experiments.records import read_records
 
     rows: list[Record] = []
     for path in paths:
@@ -67,7 +67,7 @@ def load_results(paths: list[Path]) -> list[Record]:
 
 def normalise(records: list[Record]) -> list[Record]:
     """Sweep records as they are (the last per run id); plain result.json records get labels from their fields."""
-    from fpt.experiments.sweep import latest_records
+    from fpt.experiments.records import latest_records
 
     out = []
     for i, r in enumerate(records):

@@ -36,11 +36,9 @@ file, `--reuse`) is copied from there, relabelled, instead of trained again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +53,13 @@ from tqdm import tqdm
 from fpt import placement
 from fpt.config import TrainConfig, format_validation_error, identity, read_yaml, unknown_key
 from fpt.errors import FPTError
+from fpt.experiments.records import (
+    append_record,
+    finished_ids,
+    latest_records,
+    read_records,
+    reusable,
+)
 from fpt.experiments.settings import lr_rank, setting_label
 
 Record = dict[str, Any]
@@ -287,84 +292,11 @@ def first_seed_selection(runs: list[Run], first: int, records: list[Record]) -> 
     ]
 
 
-# ---- the results file ----------------------------------------------------------------------------------------------
-
-
-def read_records(path: str | Path) -> list[Record]:
-    """The records of a results JSONL file (none if it does not exist yet). A last line without its newline, cut
-    short by a crash, is ignored; a later append repairs it. Any other bad line is an FPTError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    lines = path.read_bytes().split(b"\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):  # no newline after it: a write cut short
-                print(
-                    f"fpt: ignoring the unfinished last line of {path} (a crash cut its write short)", file=sys.stderr
-                )
-                break
-            raise FPTError(f"{path}:{number}: not a JSON record ({err})") from None
-    return records
-
-
-def latest_records(records: list[Record]) -> list[Record]:
-    """One record per run id, the last written (a retried run's record replaces its failed one)."""
-    by_id: dict[str, Record] = {}
-    for record in records:
-        by_id.pop(record["run_id"], None)
-        by_id[record["run_id"]] = record
-    return list(by_id.values())
-
-
-def append_record(path: str | Path, record: Record) -> None:
-    """Append one record as a line, under an exclusive lock, flushed and fsynced: concurrent writers interleave whole
-    lines. A partial last line left by a crash is cut off first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, default=str) + "\n").encode()
-    with open(path, "ab+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            size = f.seek(0, os.SEEK_END)
-            if size:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    f.seek(0)
-                    f.truncate(f.read().rfind(b"\n") + 1)
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def reusable(paths: list[Path]) -> dict[str, tuple[Path, Record]]:
-    """The finished (status ok) records of other sweeps' results files by run id, with the file each came from. Only
-    records that hold all a trained run's record holds (what moved included) are reused: older ones train again."""
-    found: dict[str, tuple[Path, Record]] = {}
-    for path in paths:
-        for record in latest_records(read_records(path)):
-            if record.get("status") == "ok" and "moved" in record and "curve" in record:
-                found.setdefault(record["run_id"], (path, record))
-    return found
-
-
 def reused_record(run: Run, sweep_name: str, source: Path, record: Record) -> Record:
     """Another sweep's record of the same config (same run id), under this sweep's name and labels; `reused_from`
     names the file and sweep it was trained in. Its numbers, environment and commit are those of that training."""
     return {**record, "run_id": run.run_id, "sweep": sweep_name, **run.labels(),
             "reused_from": {"results": str(source), "sweep": record.get("sweep")}}  # fmt: skip
-
-
-def finished_ids(records: list[Record], retry_failed: bool = False) -> set[str]:
-    latest = latest_records(records)
-    return {r["run_id"] for r in latest if not (retry_failed and r.get("status") == "failed")}
 
 
 # ---- running ---------------------------------------------------------------------------------------------------------
