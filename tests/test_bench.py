@@ -156,6 +156,26 @@ def test_llama_backbone_benches_against_its_reference(tiny_llama_dir):
     assert shape["ratios"]["fpt_vs_reference_speed"] > 0
 
 
+def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_dir):
+    """`fpt-bf16` is fpt's step under bf16 autocast beside the fp32 one; a bench that runs in bf16 skips it."""
+    from fpt.performance.bench import BenchSettings, run_bench
+    from fpt.performance.render import render_markdown
+
+    settings = BenchSettings(backbone="bert", backbone_path=tiny_bert_dir, shapes=["long=2x16"], repeats=1, warmup=1,
+                             threads=1, rows="fpt,fpt-bf16", dtype="fp32")  # fmt: skip
+    record = run_bench(settings)
+    (shape,) = record["shapes"]
+    assert list(shape["rows"]) == ["fpt", "fpt-bf16"]
+    assert shape["rows"]["fpt-bf16"]["trainable_params"] == shape["rows"]["fpt"]["trainable_params"]
+    ratio = shape["ratios"]["bf16_vs_fpt_speed"]
+    assert ratio == pytest.approx(
+        shape["rows"]["fpt-bf16"]["samples_per_second"] / shape["rows"]["fpt"]["samples_per_second"]
+    )
+    assert f"`fpt-bf16` samples/s ÷ `fpt`'s: {ratio:.2f}×." in render_markdown(record)
+    (shape,) = run_bench(settings.model_copy(update={"dtype": "bf16"}))["shapes"]
+    assert list(shape["rows"]) == ["fpt"] and "fpt-bf16" in shape["skipped"]
+
+
 def test_render_refuses_other_json(tmp_path, capsys):
     (tmp_path / "x.json").write_text('{"task": "bit-xor"}')
     assert main(["bench", "--render", str(tmp_path / "x.json")]) == 2

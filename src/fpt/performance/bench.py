@@ -13,6 +13,8 @@ Rows, on the same backbone, shapes and batch:
   full       full fine-tuning of fpt's model (train: all)
   reservoir  output-only training on cached frozen features (train: output, cache_features)
   inference  evaluation: fpt's forward under torch.inference_mode
+  fpt-bf16   fpt's step under bf16 autocast (weights and optimizer state stay fp32), beside the fp32 one: what
+             `--precision bf16` buys on this machine (skipped when the bench itself runs in bf16)
   matmul     a dense square matmul through each kernel the steps use: the faster one is the device's measured
              peak, the denominator of MFU
 
@@ -59,7 +61,7 @@ from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, ma
 
 REFERENCES = ("reference", "reference-eager", "reference-compiled")
 ABLATIONS = tuple(f"fpt-no-{path}" for path in ops.PATHS) + ("fpt-plain", "fpt-all")
-ROWS = ("fpt", *REFERENCES, "full", "reservoir", "inference", *ABLATIONS)
+ROWS = ("fpt", *REFERENCES, "full", "reservoir", "inference", "fpt-bf16", *ABLATIONS)
 FORMAT = "fpt-bench/1"
 TARGETS = {  # name → (what, comparison, bound)
     "fpt_vs_reference_speed": ("fpt samples/s ÷ the fastest reference's samples/s (CPU)", ">=", 1.3),
@@ -252,6 +254,13 @@ def build_rows(
                 return model(x, mask)
 
         rows["inference"] = Row(infer, lambda: module_tensors(model), 0, "torch.inference_mode, eval mode", model)
+    if "fpt-bf16" in names:
+        if cfg.precision == "bf16":
+            skipped["fpt-bf16"] = "fpt's own row already runs under bf16 autocast"
+        else:
+            half = make_config({**cfg.model_dump(), "precision": "bf16"})
+            rows["fpt-bf16"] = train_row(half, build_model(half, spec).to(device).train(), batch, device)
+            rows["fpt-bf16"].note = "bf16 autocast; weights, gradients and optimizer state fp32"
     return rows, check, skipped
 
 
@@ -396,6 +405,8 @@ def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
         out["fpt_vs_full_memory"] = rows["fpt"]["peak_bytes"] / rows["full"]["peak_bytes"]
     if "fpt" in rows and "reservoir" in rows:
         out["reservoir_vs_fpt_epoch"] = rows["reservoir"]["samples_per_second"] / rows["fpt"]["samples_per_second"]
+    if "fpt" in rows and "fpt-bf16" in rows:
+        out["bf16_vs_fpt_speed"] = rows["fpt-bf16"]["samples_per_second"] / rows["fpt"]["samples_per_second"]
     if "fpt" in rows and "inference" in rows:
         out["inference_vs_fpt_speed"] = rows["inference"]["samples_per_second"] / rows["fpt"]["samples_per_second"]
     return out

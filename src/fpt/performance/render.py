@@ -221,6 +221,12 @@ def render_markdown(record: dict[str, Any]) -> str:
         out += [line for line in (references_line(shape), paths_line(shape)) if line for line in (line, "")]
         if "reservoir" in shape["rows"]:
             out += [f"Reservoir ({shape['name']}): {shape['rows']['reservoir']['note']}, once.", ""]
+        if "bf16_vs_fpt_speed" in shape["ratios"]:
+            out += [
+                f"bf16 autocast ({shape['name']}, `--precision bf16`, weights and optimizer state fp32): `fpt-bf16` "
+                f"samples/s ÷ `fpt`'s: {shape['ratios']['bf16_vs_fpt_speed']:.2f}×.",
+                "",
+            ]
     hw = env["hardware"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     out += [
