@@ -316,6 +316,12 @@ def test_performance_page_by_cpu_kind_and_paths_come_from_the_records():
         assert f"| {label} | {cells} |" in text("performance"), (label, cells)
 
 
+def test_performance_bf16_table_comes_from_its_records():
+    paths = sorted((ROOT / "results/bench/runs").glob("*-bf16.json"))
+    records = {f"results/bench/runs/{p.name}": read_json(p) for p in paths}
+    assert len(records) == 2 and bench_render.bf16_table(records) in text("performance")
+
+
 PATH_RECORDS = (  # the one-thread minilm records whose ablation rows the performance page tabulates
     "results/bench/runs/2026-12-03T2135-3c8cfe7-epyc-f23m1.json",
     "results/bench/runs/2026-12-04T1844-ab8aa28-epyc-f25m17-quiet.json",
