@@ -400,7 +400,7 @@ def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir
 @pytest.mark.parametrize(
     "name, runs",
     [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 497), ("ts-recipe", 16), ("ts-suite", 446),
-     ("ts-suite-smollm2", 30)],
+     ("ts-suite-smollm2", 30), ("precision-check", 40)],
 )  # fmt: skip
 def test_shipped_sweeps_expand(name, runs, capsys):
     """The shipped sweep files validate and expand (a dry run reads no data)."""
