@@ -272,6 +272,53 @@ def test_the_language_model_question_is_answered_per_task(tmp_path):
     ]
 
 
+def test_one_config_change_is_answered_per_task(tmp_path):
+    """Settings on one task whose run configs differ in a single field (not lr or seed) are compared, the default
+    value first whichever setting came first; two fields changed, or an init change (answered above), make no row."""
+    results = tmp_path / "results.jsonl"
+    runs = [
+        ("bf16", {"precision": "bf16"}, 95),
+        ("fp32", {"precision": "fp32"}, 97),
+        ("bf16-nodrop", {"precision": "bf16", "dropout": 0.0}, 90),  # two fields from fp32, one from bf16
+        ("random", {"precision": "fp32", "init": "random"}, 60),
+    ]
+    for label, config, test in runs:
+        for seed in range(3):
+            r = record("gun", label, 1e-3, seed, 0.9, (test + seed - 1) / 100, init=config.get("init", "pretrained"))
+            append_record(results, {**r, "config": {"lr": 1e-3 * (seed + 1), "seed": seed, **config}})
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    section = report.split("### What does one change of the config do?")[1].split("##")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| gun |")]
+    assert rows == [
+        "| gun | `precision`: fp32 → bf16 | fp32 97.0 ± 2.5 (n=3) | bf16 95.0 ± 2.5 (n=3) | -2.0 [-4.3, +0.3] "
+        "| no clear difference |",
+        "| gun | `dropout`: 0.1 → 0.0 | bf16 95.0 ± 2.5 (n=3) | bf16-nodrop 90.0 ± 2.5 (n=3) | -5.0 [-7.3, -2.7] "
+        "| lower |",
+    ]
+
+
+def test_report_keeps_the_task_and_model_labels_asked_for(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    for r in synthetic_records():
+        append_record(results, r)
+    out = tmp_path / "report"
+    assert main(["report", str(results), "--out", str(out), "--tasks", "xor", "--models", "lstm,fpt-pretrained",
+                 "--no-attention"]) == 0  # fmt: skip
+    report = (out / "report.md").read_text()
+    assert (
+        "| model \\ task | xor |\n|---|---|\n| fpt-pretrained | 94.0 ± 2.5 (n=3) |\n| lstm | 90.0 ± 2.5 (n=3) |\n"
+        in report
+    )
+    assert "linear" not in report.split("## Table 1")[1].split("##")[0]
+    capsys.readouterr()
+    assert main(["report", str(results), "--out", str(out), "--models", "fpt-pretrained,gru"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "fpt: error: --models: no model labelled 'gru' in the results; their models are: fpt-pretrained, "
+        "fpt-random, fpt-output, lstm, linear"
+    )
+
+
 def test_trained_weights_cell_gives_the_count_and_its_share():
     from fpt.experiments.report import params_cell
 

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fpt.config import TrainConfig, identity
 from fpt.errors import FPTError
 from fpt.experiments.moved import section as moved_section
 from fpt.experiments.settings import (
@@ -81,6 +83,22 @@ def normalise(records: list[Record]) -> list[Record]:
             r = {"run_id": f"record-{i}", "task_label": r["task"], "model_label": label, "axes": {}, **r}
         out.append({"status": "ok", **r})
     return latest_records(out)
+
+
+def only(records: list[Record], options: ReportOptions) -> list[Record]:
+    """The records of the task and model labels `options` names (--tasks, --models); an unknown label is an error
+    naming it and the labels there are."""
+    for key, chosen in (("task", options.tasks), ("model", options.models)):
+        if chosen is None:
+            continue
+        found = list(dict.fromkeys(r[f"{key}_label"] for r in records))
+        labels = [label.strip() for label in chosen.split(",") if label.strip()]
+        unknown = [label for label in labels if label not in found]
+        if unknown or not labels:
+            raise FPTError(f"--{key}s: no {key} labelled {(unknown or [chosen])[0]!r} in the results; their {key}s "
+                           f"are: {', '.join(found)}")  # fmt: skip
+        records = [r for r in records if r[f"{key}_label"] in labels]
+    return records
 
 
 def pivot(rows: list[Record], row_key: str, col_key: str, metric: str = "test_accuracy") -> str:
@@ -221,6 +239,58 @@ def lm_answers(settings: list[Setting]) -> list[str]:
     ]
 
 
+NOT_A_CHANGE = ("lr", "seed")  # chosen or varied within a setting
+ANSWERED = ("init", "model", "method", "backbone")  # the answers above and the tables' own views
+
+
+def one_change(a: Setting, b: Setting) -> tuple[str, Any, Any] | None:
+    """(field, a's value, b's value) where the two settings' run configs differ in exactly one field, other than lr
+    and seed and the fields the report answers elsewhere (init, model, method, backbone); else None."""
+    fields = TrainConfig.model_fields
+    configs = [identity(s.first.get("config") or {}) for s in (a, b)]
+    keys = sorted(set(configs[0]) | set(configs[1]))
+    values = {k: [c.get(k, fields[k].get_default() if k in fields else None) for c in configs] for k in keys}
+    changed = [k for k, (va, vb) in values.items() if va != vb and k not in NOT_A_CHANGE]
+    if len(changed) != 1 or changed[0] in ANSWERED:
+        return None
+    return changed[0], *values[changed[0]]
+
+
+def change_answers(settings: list[Setting]) -> list[str]:
+    """What one config change does: pairs of settings on one task that differ in a single config field, the changed
+    one (the value that is not the default, or the later setting) against the other."""
+    fields = TrainConfig.model_fields
+    rows = []
+    for i, a in enumerate(settings):
+        for b in settings[i + 1 :]:
+            lm = ablation(a) or ablation(b)  # a truncated body: "does the language model help?" answers it
+            change = a.task == b.task and not lm and one_change(a, b)
+            if not change:
+                continue
+            field, va, vb = change
+            first, then = (b, a) if field in fields and vb == fields[field].get_default() else (a, b)  # default first
+            if first is b:
+                va, vb = vb, va
+            diff, verdict = difference(then, first)
+            rows.append(f"| {a.task} | `{field}`: {va} → {vb} | {first.label} {first.cell()} | {then.label} "
+                        f"{then.cell()} | {diff} | {verdict} |")  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "",
+        "### What does one change of the config do?",
+        "",
+        "Pairs of settings on the same task whose run configs differ in one field (besides lr and seed, and the "
+        "init, model, method and backbone the answers and tables above compare): the changed setting's test "
+        "accuracy (or the task's error metric) minus the other's, in points, with its 95% Welch interval; "
+        "*higher*/*lower*: the interval excludes 0.",
+        "",
+        "| task | change | from | to | to − from | verdict |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def answers(settings: list[Setting]) -> list[str]:
     """The report's answers: pretrained vs random init, and FPT vs each trained-from-scratch baseline, per task."""
     out = ["### Does a pretrained frozen backbone beat a random-init one?", ""]
@@ -262,7 +332,7 @@ def answers(settings: list[Setting]) -> list[str]:
         ]
     else:
         out.append("No FPT setting with pretrained init and a baseline on the same task.")
-    return out + lm_answers(settings)
+    return out + lm_answers(settings) + change_answers(settings)
 
 
 # ---- environment -----------------------------------------------------------------------------------------------------
@@ -307,6 +377,16 @@ class ReportOptions(BaseModel):
         description="run folders (default: the first results path without .jsonl)",
         json_schema_extra={"metavar": "DIR"},
     )
+    tasks: str | None = Field(
+        None,
+        description="only these task labels (comma list; default: every task)",
+        json_schema_extra={"metavar": "LABELS"},
+    )
+    models: str | None = Field(
+        None,
+        description="only these model labels (comma list; default: every model)",
+        json_schema_extra={"metavar": "LABELS"},
+    )
     attention: bool = Field(True, description="the attention-map figure")
     attention_backbone: str | None = Field(
         None,
@@ -335,7 +415,7 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
     """Render OUT/report.md and its PNG plots from the results files `paths`; returns the report's path."""
     from fpt.experiments.sweep import default_runs_dir
 
-    records = normalise(load_results(paths))
+    records = only(normalise(load_results(paths)), options)
     if not records:
         raise FPTError(f"no records in {', '.join(map(str, paths))}")
     out = options.out
