@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fpt.cli import build_parser
-from fpt.experiments.report import answers, load_results, normalise, table
+from fpt.experiments.report import ReportOptions, answers, change_answers, load_results, normalise, only, table
 from fpt.experiments.settings import Setting, select, steps_to_converge
 from fpt.performance import render as bench_render
 from fpt.results import read_json
@@ -314,6 +314,40 @@ def test_performance_page_by_cpu_kind_and_paths_come_from_the_records():
         cells = " | ".join(f"{shape['ratios'][key]:.2f}" for name in PATH_RECORDS for shape in records[name]["shapes"])
         label = "all off (`fpt-plain`)" if path == "plain" else f"`{path}`"
         assert f"| {label} | {cells} |" in text("performance"), (label, cells)
+
+
+def test_performance_bf16_accuracy_rows_come_from_the_precision_check():
+    """fp32 vs bf16 at convergence: the report's one-change rows for FPT on the converged suite's fast tasks, from the
+    precision check's bf16 runs and the converged suite's fp32 runs of the same configs."""
+    files = [
+        ROOT / "results/precision-check/precision-check.jsonl",
+        ROOT / "results/converged-suite/converged-suite.jsonl",
+    ]
+    options = ReportOptions(out=ROOT, models="fpt-pretrained,fpt-bf16", tasks=",".join(PRECISION_TASKS))
+    settings = select(only(normalise(load_results(files)), options))
+    rows = [line for line in change_answers(settings) if line.startswith("| ")][1:]  # past the header
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == list(PRECISION_TASKS)
+    assert all(len(s.ok) == 3 for s in settings)
+    page = text("performance")
+    for row in rows:
+        assert row in page
+    verdicts = {row.rsplit(" | ", 1)[1].removesuffix(" |") for row in rows}
+    assert verdicts == {"no clear difference"}  # what the page concludes from them
+    assert "On none of the five tasks does the interval exclude 0" in flat(page)
+    fp32 = {
+        (r["task_label"], r["lr"], r["seed"]): r["test_accuracy"]
+        for r in load_results(files[1:])
+        if r["model_label"] == "fpt-pretrained"
+    }
+    pairs = [
+        (fp32[k], r["test_accuracy"])
+        for r in load_results(files[:1])
+        if (k := (r["task_label"], r["lr"], r["seed"])) in fp32
+    ]
+    assert f"{sum(a == b for a, b in pairs)} of the {len(pairs)} runs that share task, lr and seed" in flat(page)
+
+
+PRECISION_TASKS = ("bit-xor", "digits", "gunpoint", "italy-power", "bit-memory")
 
 
 def test_performance_bf16_table_comes_from_its_records():
