@@ -325,10 +325,12 @@ def test_performance_bf16_accuracy_rows_come_from_the_precision_check():
     ]
     options = ReportOptions(out=ROOT, models="fpt-pretrained,fpt-bf16", tasks=",".join(PRECISION_TASKS))
     settings = select(only(normalise(load_results(files)), options))
-    rows = [line for line in change_answers(settings) if line.startswith("| ")][1:]  # past the header
+    page = text("performance")
+    table = [line for line in change_answers(settings) if line.startswith("|")]
+    assert "\n".join(table) in page  # header, rule and rows: a table markdown renders
+    rows = table[2:]
     assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == list(PRECISION_TASKS)
     assert all(len(s.ok) == 3 for s in settings)
-    page = text("performance")
     for row in rows:
         assert row in page
     verdicts = {row.rsplit(" | ", 1)[1].removesuffix(" |") for row in rows}
