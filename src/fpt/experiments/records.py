@@ -81,3 +81,13 @@ def reusable(paths: list[Path]) -> dict[str, tuple[Path, Record]]:
 def finished_ids(records: list[Record], retry_failed: bool = False) -> set[str]:
     latest = latest_records(records)
     return {r["run_id"] for r in latest if not (retry_failed and r.get("status") == "failed")}
+
+
+def chosen_labels(key: str, chosen: str, known: list[str], where: str) -> list[str]:
+    """The labels of a `--tasks`/`--models` comma list (`key` "task" or "model"), each one of `known`; else an error
+    naming the first unknown one and the labels `where` ("of sweep 'x'", "in the results") holds."""
+    labels = [label.strip() for label in chosen.split(",") if label.strip()]
+    unknown = [label for label in labels if label not in known]
+    if unknown or not labels:
+        raise FPTError(f"--{key}s: no {key} labelled {(unknown or [chosen])[0]!r}{where}: {', '.join(known)}")
+    return labels

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fpt.config import TrainConfig, identity
 from fpt.errors import FPTError
 from fpt.experiments.moved import section as moved_section
+from fpt.experiments.records import chosen_labels, latest_records, read_records
 from fpt.experiments.settings import (
     CONVERGED,
     Record,
@@ -42,8 +43,6 @@ from fpt.version import __version__
 
 def load_results(paths: list[Path]) -> list[Record]:
     """Result records from result.json files, folders holding them (searched recursively) or results JSONL files."""
-    from fpt.experiments.records import read_records
-
     rows: list[Record] = []
     for path in paths:
         if not path.exists():
@@ -69,8 +68,6 @@ def load_results(paths: list[Path]) -> list[Record]:
 
 def normalise(records: list[Record]) -> list[Record]:
     """Sweep records as they are (the last per run id); plain result.json records get labels from their fields."""
-    from fpt.experiments.records import latest_records
-
     out = []
     for i, r in enumerate(records):
         if "task_label" not in r:
@@ -92,11 +89,7 @@ def only(records: list[Record], options: ReportOptions) -> list[Record]:
         if chosen is None:
             continue
         found = list(dict.fromkeys(r[f"{key}_label"] for r in records))
-        labels = [label.strip() for label in chosen.split(",") if label.strip()]
-        unknown = [label for label in labels if label not in found]
-        if unknown or not labels:
-            raise FPTError(f"--{key}s: no {key} labelled {(unknown or [chosen])[0]!r} in the results; their {key}s "
-                           f"are: {', '.join(found)}")  # fmt: skip
+        labels = chosen_labels(key, chosen, found, f" in the results; their {key}s are")
         records = [r for r in records if r[f"{key}_label"] in labels]
     return records
 

@@ -55,6 +55,7 @@ from fpt.config import TrainConfig, format_validation_error, identity, read_yaml
 from fpt.errors import FPTError
 from fpt.experiments.records import (
     append_record,
+    chosen_labels,
     finished_ids,
     latest_records,
     read_records,
@@ -197,11 +198,7 @@ def narrowed(sweep: SweepConfig, options: SweepOptions) -> SweepConfig:
     for key, chosen, entries in (("task", options.tasks, sweep.tasks), ("model", options.models, sweep.models)):
         if chosen is None:
             continue
-        labels = [label.strip() for label in chosen.split(",") if label.strip()]
-        unknown = [label for label in labels if label not in entries]
-        if unknown or not labels:
-            raise FPTError(f"--{key}s: no {key} labelled {(unknown or [chosen])[0]!r}; the {key}s of sweep "
-                           f"{sweep.name!r} are: {', '.join(entries)}")  # fmt: skip
+        labels = chosen_labels(key, chosen, list(entries), f"; the {key}s of sweep {sweep.name!r} are")
         left_out = [label for label in entries if label not in labels]
         if left_out:
             rules.append({key: left_out})
