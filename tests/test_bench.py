@@ -159,7 +159,7 @@ def test_llama_backbone_benches_against_its_reference(tiny_llama_dir):
 def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_dir):
     """`fpt-bf16` is fpt's step under bf16 autocast beside the fp32 one; a bench that runs in bf16 skips it."""
     from fpt.performance.bench import BenchSettings, run_bench
-    from fpt.performance.render import render_markdown
+    from fpt.performance.render import render_markdown, table
 
     settings = BenchSettings(backbone="bert", backbone_path=tiny_bert_dir, shapes=["long=2x16"], repeats=1, warmup=1,
                              threads=1, rows="fpt,fpt-bf16", dtype="fp32")  # fmt: skip
@@ -172,6 +172,13 @@ def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_
         shape["rows"]["fpt-bf16"]["samples_per_second"] / shape["rows"]["fpt"]["samples_per_second"]
     )
     assert f"`fpt-bf16` samples/s ÷ `fpt`'s: {ratio:.2f}×." in render_markdown(record)
+    # each row's MFU is read against the matmul peak of its own dtype, both timed in the same rounds
+    fp32_peak, bf16_peak = shape["matmul"]["flops_per_second"], shape["matmul_bf16"]["flops_per_second"]
+    for name, peak in (("fpt", fp32_peak), ("fpt-bf16", bf16_peak)):
+        row = shape["rows"][name]
+        assert row["mfu"] == pytest.approx(row["flops_per_second"] / peak)
+    assert shape["matmul_bf16"]["dtype"] == "bfloat16" and bf16_peak != fp32_peak
+    assert any(line[1].startswith("matmul") and "bfloat16" in line[1] for line in table(record))
     (shape,) = run_bench(settings.model_copy(update={"dtype": "bf16"}))["shapes"]
     assert list(shape["rows"]) == ["fpt"] and "fpt-bf16" in shape["skipped"]
 

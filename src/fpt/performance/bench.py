@@ -16,7 +16,7 @@ Rows, on the same backbone, shapes and batch:
   fpt-bf16   fpt's step under bf16 autocast (weights and optimizer state stay fp32), beside the fp32 one: what
              `--precision bf16` buys on this machine (skipped when the bench itself runs in bf16)
   matmul     a dense square matmul through each kernel the steps use: the faster one is the device's measured
-             peak, the denominator of MFU
+             peak, the denominator of MFU (fpt-bf16's MFU is read against the same matmul in bf16, timed beside it)
 
 Each row is warmed up, then the rows' repeats are interleaved round-robin, so load from other processes falls on
 every row alike; a row's step time is the median of its repeats. FLOPs are counted (torch.utils.flop_counter) on one
@@ -345,15 +345,23 @@ def bench_shape(
     rows, check, skipped = build_rows(names, cfg, spec, batch, device)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     matmuls, n, matmul_flops = matmul_rows(device, dtype)
+    half_matmuls = {}
+    if "fpt-bf16" in rows:  # bf16 has its own peak: the bf16 row's MFU is read against it, not against fp32's
+        half, _, _ = matmul_rows(device, torch.bfloat16)
+        half_matmuls = {f"{name} bf16": row for name, row in half.items()}
     for row in rows.values():
         row.step()  # the optimizer's state exists from the first step on: measure a step like every later one
     counted = {name: measure_step(row, device) for name, row in rows.items()}
     for name, row in rows.items():
         if cfg.compile and row.model is not None and name not in REFERENCES:
             row.model.compile()  # after counting: FLOPs and CPU memory are those of the eager step
-    seconds, cuda_peaks = run_interleaved({**rows, **matmuls}, warmup, repeats, device)
+    seconds, cuda_peaks = run_interleaved({**rows, **matmuls, **half_matmuls}, warmup, repeats, device)
     kernel = min(matmuls, key=lambda k: median(seconds[k]))  # the peak: the fastest kernel
     peak_flops = matmul_flops / median(seconds[kernel])
+    peaks = dict.fromkeys(rows, peak_flops)
+    if half_matmuls:
+        half_kernel = min(half_matmuls, key=lambda k: median(seconds[k]))
+        peaks["fpt-bf16"] = matmul_flops / median(seconds[half_kernel])
     out_rows = {}
     for name, row in sorted(rows.items(), key=lambda item: ROWS.index(item[0])):
         step = median(seconds[name])
@@ -366,7 +374,7 @@ def bench_shape(
             "peak_bytes": cuda_peaks[name] if device.type == "cuda" else cpu_peak,
             "flops_per_step": flops,
             "flops_per_second": flops / step,
-            "mfu": flops / step / peak_flops,
+            "mfu": flops / step / peaks[name],
             "trainable_params": row.trainable_params,
             "note": row.note,
         }
@@ -382,6 +390,19 @@ def bench_shape(
             "flops_per_second_best": matmul_flops / min(seconds[kernel]),
             "flops_per_second_by_kernel": {k: matmul_flops / median(seconds[k]) for k in matmuls},
         },
+        **(
+            {
+                "matmul_bf16": {
+                    "n": n,
+                    "dtype": "bfloat16",
+                    "kernel": half_kernel,
+                    "step_seconds_all": seconds[half_kernel],
+                    "flops_per_second": peaks["fpt-bf16"],
+                }
+            }
+            if half_matmuls
+            else {}
+        ),
         "rows": out_rows,
         "skipped": skipped,
         "same_loss": check,

@@ -26,10 +26,12 @@ def table(record: dict[str, Any]) -> list[list[str]]:
                 f"{r['flops_per_second'] / 1e9:,.1f}",
                 f"{r['mfu']:.1%}",
             ])  # fmt: skip
-        m = shape["matmul"]
-        peak = f"{m['flops_per_second'] / 1e9:,.1f}"
-        kernel = f" ({m['kernel']})" if "kernel" in m else ""
-        lines.append([where, f"matmul {m['n']}² {m['dtype']}{kernel}", "", "", "", "", "", peak, "100%"])
+        for m in (shape["matmul"], shape.get("matmul_bf16")):  # the peak of MFU; bf16's beside the fpt-bf16 row
+            if m is None:
+                continue
+            peak = f"{m['flops_per_second'] / 1e9:,.1f}"
+            kernel = f" ({m['kernel']})" if "kernel" in m else ""
+            lines.append([where, f"matmul {m['n']}² {m['dtype']}{kernel}", "", "", "", "", "", peak, "100%"])
     return lines
 
 
@@ -219,8 +221,8 @@ def render_markdown(record: dict[str, Any]) -> str:
         "`inference` evaluation under `torch.inference_mode`; `fpt-no-<path>` fpt's step with one hand-written CPU "
         "path switched off (`fpt-plain`: all of them; `fpt-all`: every path on, where this CPU's default leaves one "
         "off); `matmul` a dense square matmul (the faster of torch.matmul and, on a CPU, oneDNN's), the peak MFU "
-        "is measured against. The speed target is read against the fastest "
-        "reference.",
+        "is measured against (`fpt-bf16`'s against the same matmul in bfloat16). The speed target is read against "
+        "the fastest reference.",
         "",
         "## Targets",
         "",
