@@ -397,6 +397,24 @@ def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir
     assert capsys.readouterr().out.splitlines()[-1].endswith("7 finished, 0 to run")
 
 
+def test_task_order_finishes_each_task_with_its_later_seeds_before_the_next(tiny_bert_dir, tmp_path):
+    """--order task: one task at a time, its later seeds (at the lr its first seed chose) before the next task's
+    first seed; the default order runs every task's first seed first. Same runs, same ids either way."""
+    sweep_dict = tiny_sweep(tiny_bert_dir, seeds=[0, 1], lr_selection="first-seed")
+    sweep_dict["tasks"] = {"xor": {"task": "bit-xor"}, "xor-again": {"task": "bit-xor", "steps": 6}}
+    sweep_dict["models"] = {"linear": {"model": "linear", "lr": [1e-3, 1e-2]}}
+    path = write_sweep(tmp_path / "sweep.yaml", sweep_dict)
+    order = {}
+    for how in ("seed", "task"):
+        results = tmp_path / f"{how}.jsonl"
+        assert main(["sweep", str(path), "--results", str(results), "--quiet", "--order", how]) == 0
+        order[how] = [(r["task_label"], r["seed"]) for r in read_records(results)]
+    assert order["task"] == [("xor", 0), ("xor", 0), ("xor", 1), ("xor-again", 0), ("xor-again", 0), ("xor-again", 1)]
+    assert order["seed"] == [("xor", 0), ("xor", 0), ("xor-again", 0), ("xor-again", 0), ("xor", 1), ("xor-again", 1)]
+    ids = {how: sorted(r["run_id"] for r in read_records(tmp_path / f"{how}.jsonl")) for how in order}
+    assert ids["seed"] == ids["task"]
+
+
 @pytest.mark.parametrize(
     "name, runs",
     [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 497), ("ts-recipe", 16), ("ts-suite", 446),

@@ -122,6 +122,12 @@ class SweepOptions(BaseModel):
         json_schema_extra={"metavar": "LABELS"},
     )  # fmt: skip
     quiet: bool = Field(False, description="no progress bar; one line per finished run")
+    order: Literal["seed", "task"] = Field(
+        "seed",
+        description="seed: every task's first-seed runs, then the later seeds (a whole first-seed table soonest); "
+        "task: one task at a time, its later seeds before the next task (whole cells soonest, e.g. under a time "
+        "limit; --workers share that one task's runs)",
+    )
     reuse: str | None = Field(
         None,
         description="other sweeps' results files (comma list): a run whose id (its config) has a finished record "
@@ -462,7 +468,7 @@ def run_sweep(
         + (f", {later} waiting for their setting's lr choice on seed {sweep.seeds[0]}" if later else "")
         + f" → {results}"
     )
-    started = time.perf_counter()
+    started, tried = time.perf_counter(), set()
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
             for run in (r for r in todo if r.run_id in others):  # copied: finished in the file, never tried here
@@ -472,6 +478,9 @@ def run_sweep(
                 bar.update()
                 say(f"{describe(copy)} [reused from {source}]")
             todo = [r for r in todo if r.run_id not in others]
+            if options.order == "task" and todo:  # the first task (in the sweep's order) with runs left
+                task = next(label for label in sweep.tasks if any(r.task_label == label for r in todo))
+                todo = [r for r in todo if r.task_label == task]
             if options.backend == "ray":
                 records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
             else:
@@ -484,7 +493,7 @@ def run_sweep(
             finally:
                 if hasattr(records, "close"):
                     records.close()  # shut the pool or Ray down now, also when interrupted
-            tried = {r.run_id for r in todo}
+            tried |= {r.run_id for r in todo}  # a failed run is not tried again in this call
             runs = expand(sweep, records=read_records(results))
             done = finished_ids(read_records(results), options.retry_failed) | tried
             todo = [r for r in runs if r.run_id not in done]
