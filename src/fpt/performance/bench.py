@@ -356,16 +356,15 @@ def bench_shape(
         if cfg.compile and row.model is not None and name not in REFERENCES:
             row.model.compile()  # after counting: FLOPs and CPU memory are those of the eager step
     seconds, cuda_peaks = run_interleaved({**rows, **matmuls, **half_matmuls}, warmup, repeats, device)
-    kernel = min(matmuls, key=lambda k: median(seconds[k]))  # the peak: the fastest kernel
-    peak_flops = matmul_flops / median(seconds[kernel])
-    peaks = dict.fromkeys(rows, peak_flops)
+    peak = {"matmul": matmul_peak({k: seconds[k] for k in matmuls}, n, matmul_flops, dtype)}
     if half_matmuls:
-        half_kernel = min(half_matmuls, key=lambda k: median(seconds[k]))
-        peaks["fpt-bf16"] = matmul_flops / median(seconds[half_kernel])
+        times = {k.removesuffix(" bf16"): seconds[k] for k in half_matmuls}
+        peak["matmul_bf16"] = matmul_peak(times, n, matmul_flops, torch.bfloat16)
     out_rows = {}
     for name, row in sorted(rows.items(), key=lambda item: ROWS.index(item[0])):
         step = median(seconds[name])
         flops, cpu_peak = counted[name]
+        peak_flops = peak["matmul_bf16" if name == "fpt-bf16" else "matmul"]["flops_per_second"]
         out_rows[name] = {
             "step_seconds": step,
             "step_seconds_all": seconds[name],
@@ -374,39 +373,32 @@ def bench_shape(
             "peak_bytes": cuda_peaks[name] if device.type == "cuda" else cpu_peak,
             "flops_per_step": flops,
             "flops_per_second": flops / step,
-            "mfu": flops / step / peaks[name],
+            "mfu": flops / step / peak_flops,
             "trainable_params": row.trainable_params,
             "note": row.note,
         }
     return {
         **asdict(shape),
         "spec": spec.to_dict(),
-        "matmul": {
-            "n": n,
-            "dtype": str(dtype).removeprefix("torch."),
-            "kernel": kernel,
-            "step_seconds_all": seconds[kernel],
-            "flops_per_second": peak_flops,
-            "flops_per_second_best": matmul_flops / min(seconds[kernel]),
-            "flops_per_second_by_kernel": {k: matmul_flops / median(seconds[k]) for k in matmuls},
-        },
-        **(
-            {
-                "matmul_bf16": {
-                    "n": n,
-                    "dtype": "bfloat16",
-                    "kernel": half_kernel,
-                    "step_seconds_all": seconds[half_kernel],
-                    "flops_per_second": peaks["fpt-bf16"],
-                }
-            }
-            if half_matmuls
-            else {}
-        ),
+        **peak,
         "rows": out_rows,
         "skipped": skipped,
         "same_loss": check,
         "ratios": ratios(out_rows),
+    }
+
+
+def matmul_peak(seconds: dict[str, list[float]], n: int, flops: int, dtype: torch.dtype) -> dict[str, Any]:
+    """The device's measured peak in `dtype`: the fastest kernel's median FLOP/s over its timed matmuls."""
+    kernel = min(seconds, key=lambda k: median(seconds[k]))
+    return {
+        "n": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "kernel": kernel,
+        "step_seconds_all": seconds[kernel],
+        "flops_per_second": flops / median(seconds[kernel]),
+        "flops_per_second_best": flops / min(seconds[kernel]),
+        "flops_per_second_by_kernel": {k: flops / median(t) for k, t in seconds.items()},
     }
 
 
