@@ -101,21 +101,21 @@ def test_exclude_drops_the_pairs_it_matches(tiny_bert_dir):
 def test_tasks_and_models_options_run_a_part_with_the_whole_sweeps_ids(tiny_bert_dir):
     """--tasks / --models narrow a sweep to some labels: the same runs (same ids) the whole sweep lists for them, and
     an unknown label is a one-line error naming the labels there are."""
-    from fpt.experiments.sweep import SweepOptions, dry_run, narrowed
+    from fpt.experiments.sweep import SweepOptions, dry_run, part
 
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, tasks={"xor": {"task": "bit-xor"}, "digits": {"task": "digits"}}))
     whole = {(r.task_label, r.model_label): r.run_id for r in expand(sweep)}
-    part = expand(narrowed(sweep, SweepOptions(tasks="digits", models=" linear,")))
-    assert {(r.task_label, r.model_label): r.run_id for r in part} == {
+    some = expand(sweep, options=SweepOptions(tasks="digits", models=" linear,"))
+    assert {(r.task_label, r.model_label): r.run_id for r in some} == {
         k: v for k, v in whole.items() if k == ("digits", "linear")
     }
-    assert {(r.task_label, r.model_label) for r in expand(narrowed(sweep, SweepOptions(models="fpt")))} == {
+    assert {(r.task_label, r.model_label) for r in expand(sweep, options=SweepOptions(models="fpt"))} == {
         ("xor", "fpt"),
         ("digits", "fpt"),
     }
     assert "1 settings" in dry_run(sweep, SweepOptions(tasks="xor", models="fpt"))
     with pytest.raises(FPTError, match="--tasks: no task labelled 'mnist'; the tasks of sweep .* are: xor, digits"):
-        narrowed(sweep, SweepOptions(tasks="xor,mnist"))
+        part(sweep, SweepOptions(tasks="xor,mnist"))
 
 
 def test_run_ids_are_stable_and_distinct():
@@ -415,9 +415,70 @@ def test_task_order_finishes_each_task_with_its_later_seeds_before_the_next(tiny
     assert ids["seed"] == ids["task"]
 
 
+def test_lr_transfer_runs_costly_tasks_at_the_lr_chosen_on_cheap_ones(tiny_bert_dir, tmp_path, capsys):
+    """lr_transfer: the grid runs on `chosen_on`; on `tasks` every seed runs at the lr the setting chose there, listed
+    once that choice is made (and --tasks on a carried task alone waits for it, the choice being the whole sweep's)."""
+    from fpt.experiments.settings import select
+
+    sweep_dict = tiny_sweep(tiny_bert_dir, seeds=[0, 1], lr_selection="first-seed")
+    sweep_dict["tasks"] = {"xor": {"task": "bit-xor"}, "xor-long": {"task": "bit-xor", "steps": 12}}
+    sweep_dict["models"]["fpt"]["lr"] = [1e-1, 1e-3]  # 1e-1 does far worse on this tiny task
+    sweep_dict["lr_transfer"] = {"chosen_on": ["xor"], "tasks": ["xor-long"]}
+    path = write_sweep(tmp_path / "sweep.yaml", sweep_dict)
+    results = tmp_path / "r.jsonl"
+    assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "every seed at the lr chosen on xor" in last  # xor: 2 + 1 first-seed runs, 2 later; xor-long: 2 × 2 seeds
+    assert last.startswith("tiny: 9 runs (") and last.endswith("0 finished, 3 to run, 6 waiting for their lr choice")
+    assert main(["sweep", str(path), "--results", str(results), "--tasks", "xor-long", "--quiet"]) == 0
+    assert "0 finished, 0 to run, 4 waiting for their setting's lr choice" in capsys.readouterr().err
+    assert not results.exists()
+
+    records = run_sweep(SweepConfig(**sweep_dict), SweepOptions(results=results, quiet=True))
+    assert len(records) == 9 and all(r["status"] == "ok" for r in records)
+    chosen = {s.label: s.lr for s in select(records) if s.task == "xor"}
+    carried = {(r["model_label"], r["lr"], r["seed"]) for r in records if r["task_label"] == "xor-long"}
+    assert carried == {(m, chosen[m], seed) for m in ("fpt", "linear") for seed in (0, 1)}
+    assert chosen["fpt"] == 1e-3 and {r["steps"] for r in records if r["task_label"] == "xor-long"} == {12}
+    assert all(r.get("lr_chosen_on") == (["xor"] if r["task_label"] == "xor-long" else None) for r in records)
+    report = tmp_path / "report"
+    assert main(["report", str(results), "--out", str(report), "--no-attention"]) == 0
+    text = (report / "report.md").read_text()
+    assert "*lr carried*: the lr was not searched on this task" in text
+    assert text.split("## Table 1")[1].split("##")[0].count("lr carried") == 2  # xor-long × fpt, linear
+
+
+def test_lr_transfer_takes_the_lr_chosen_most_often_and_names_bad_labels(tiny_bert_dir):
+    """The carried lr is the one most `chosen_on` tasks chose (a tie: the earliest listed task's); a setting waits
+    until every one of them has chosen; a label that is no task, or a task on both sides, is a one-line error."""
+    sweep_dict = tiny_sweep(tiny_bert_dir, seeds=[0], models={"fpt": {"model": "fpt", "lr": [1e-3, 1e-2]}})
+    sweep_dict["tasks"] = {label: {"task": "bit-xor", "steps": steps} for label, steps in
+                           (("a", 8), ("b", 9), ("c", 10), ("costly", 11))}  # fmt: skip
+
+    def carried(chosen_on: list[str], best: dict[str, float]) -> set[float]:
+        sweep = SweepConfig(**{**sweep_dict, "lr_transfer": {"chosen_on": chosen_on, "tasks": ["costly"]}})
+        records = [{"run_id": r.run_id, "status": "ok", "val_accuracy": 1.0 if r.config.lr == best[r.task_label]
+                    else 0.5} for r in expand(sweep) if r.task_label in best]  # fmt: skip
+        return {r.config.lr for r in expand(sweep, records=records) if r.task_label == "costly"}
+
+    assert carried(["a", "b", "c"], {"a": 1e-2, "b": 1e-3, "c": 1e-3}) == {1e-3}  # two of three
+    assert carried(["a", "b"], {"a": 1e-2, "b": 1e-3}) == {1e-2}  # a tie: a's, listed first
+    assert carried(["b", "a"], {"a": 1e-2, "b": 1e-3}) == {1e-3}
+    assert carried(["a", "b"], {"a": 1e-2}) == set()  # b has not chosen yet
+    for transfer, message in (
+        ({"chosen_on": ["a", "nope"], "tasks": ["costly"]}, "lr_transfer.chosen_on: no task labelled 'nope'"),
+        ({"chosen_on": ["a", "costly"], "tasks": ["costly"]}, "task 'costly' is both in chosen_on and in tasks"),
+    ):
+        with pytest.raises(FPTError, match=message):
+            expand(SweepConfig(**{**sweep_dict, "lr_transfer": transfer}))
+    lonely = {**sweep_dict, "exclude": [{"task": "a", "model": "fpt"}]}
+    with pytest.raises(FPTError, match="'fpt' runs on 'costly' but on none of chosen_on \\(a\\)"):
+        expand(SweepConfig(**{**lonely, "lr_transfer": {"chosen_on": ["a"], "tasks": ["costly"]}}))
+
+
 @pytest.mark.parametrize(
     "name, runs",
-    [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 497), ("ts-recipe", 16), ("ts-suite", 446),
+    [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 419), ("ts-recipe", 16), ("ts-suite", 446),
      ("ts-suite-smollm2", 30), ("precision-check", 40)],
 )  # fmt: skip
 def test_shipped_sweeps_expand(name, runs, capsys):

@@ -453,7 +453,13 @@ def preamble(paths: list[Path], records: list[dict], settings: list[Setting], fa
         "t-interval (t quantile with n − 1 degrees of freedom × sd / √n), with n seeds; accuracy in %. "
         "*k at cap*: k of those seeds ran to their step cap instead of stopping on a validation plateau (early "
         "stopping after `patience` validations without a better accuracy); their numbers are limited by the "
-        "budget, not shown to be converged.",
+        "budget, not shown to be converged."
+        + (
+            " *lr carried*: the lr was not searched on this task but carried over from the tasks the records' "
+            "`lr_chosen_on` names (a sweep's `lr_transfer`)."
+            if any(r.get("lr_chosen_on") for r in records)
+            else ""
+        ),
         "",
         "## Answers",
         "",

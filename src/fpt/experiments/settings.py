@@ -69,10 +69,14 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float | None]:
     return diff, half_width(interval)
 
 
-def cell(values: list[float], scale: float = 100.0, digits: int = 1, failed: int = 0, capped: int = 0) -> str:
-    """'97.1 ± 1.2 (n=3)', '97.1 (n=1, no CI)'; failed seeds are named: '(n=2, 1 failed)', and seeds that stopped at
-    their step cap instead of a validation plateau: '(n=3, 2 at cap)'."""
+def cell(
+    values: list[float], scale: float = 100.0, digits: int = 1, failed: int = 0, capped: int = 0, carried: bool = False
+) -> str:
+    """'97.1 ± 1.2 (n=3)', '97.1 (n=1, no CI)'; failed seeds are named: '(n=2, 1 failed)', seeds that stopped at
+    their step cap instead of a validation plateau: '(n=3, 2 at cap)', and an lr carried over from other tasks
+    (a sweep's lr_transfer), not chosen on this one: '(n=3, lr carried)'."""
     note = (f", {failed} failed" if failed else "") + (f", {capped} at cap" if capped else "")
+    note += ", lr carried" if carried else ""
     if not values:
         return f"failed (n=0{note})" if failed else "–"
     m, half = mean_ci([scale * v for v in values])
@@ -134,10 +138,15 @@ class Setting:
         """Seeds (of the chosen lr) that ran to their step cap: not shown to have converged."""
         return sum(not plateaued(r) for r in self.ok)
 
+    @property
+    def carried(self) -> bool:
+        """Whether the chosen lr was carried over from other tasks (lr_transfer) rather than searched on this one."""
+        return any(r.get("lr_chosen_on") for r in self.chosen)
+
     def cell(self, metric: str | None = None) -> str:
         """The chosen lr's test number (the task's metric unless `metric` names another field) over seeds."""
         values = self.values(metric or f"test_{self.metric}")
-        return cell(values, scale_of(self.metric), digits_of(self.metric), failed=self.failed, capped=self.capped)
+        return cell(values, scale_of(self.metric), digits_of(self.metric), self.failed, self.capped, self.carried)
 
 
 def setting_label(model_label: str, axes: dict[str, Any]) -> str:

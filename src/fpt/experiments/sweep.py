@@ -19,7 +19,10 @@ among them), seeds outermost, so a sweep stopped half-way holds every setting fo
 drop task × model pairs (`exclude: [{task: airline, model: [minirocket, dtw]}]`). A setting is a
 task, a model and its other axis values; `lr` is chosen per setting on validation by `fpt report`. With
 `lr_selection: first-seed`, every lr runs the first seed only and the other seeds run at the lr chosen on its
-validation, once the setting's first-seed runs have finished (k lrs × n seeds cost k + n - 1 runs, not k × n).
+validation, once the setting's first-seed runs have finished (k lrs × n seeds cost k + n - 1 runs, not k × n). With
+`lr_transfer: {chosen_on: [bit-xor, digits], tasks: [listops]}`, a setting runs on ListOps only at the lr it chose
+most often on bit-XOR and digits (every seed at that one lr), once those choices are made: a grid searched on cheap
+tasks and carried over to costly ones.
 
 A run's id is a short SHA-256 of its TrainConfig as canonical JSON (fpt.config.identity: every field, defaults
 included, but the placement fields threads and device, which decide how fast and where a run computes, not what; a
@@ -42,7 +45,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +67,15 @@ from fpt.experiments.records import (
 from fpt.experiments.settings import lr_rank, setting_label
 
 Record = dict[str, Any]
+
+
+class LrTransfer(BaseModel):
+    """Tasks whose lr is not searched but carried over: each setting's lr chosen on other tasks of the sweep."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chosen_on: list[str] = Field(min_length=1, description="task labels on which each setting's lr grid runs")
+    tasks: list[str] = Field(min_length=1, description="task labels that run each setting at the lr carried over")
 
 
 class SweepConfig(BaseModel):
@@ -90,6 +102,11 @@ class SweepConfig(BaseModel):
         description="every-seed: every lr runs every seed; first-seed: every lr runs the first seed, the other seeds "
         "run only the lr chosen on the first seed's validation (a setting with k lrs and n seeds costs k + n - 1 runs "
         "instead of k × n)",
+    )
+    lr_transfer: LrTransfer | None = Field(
+        None,
+        description="search the lr grid on some tasks only: every setting runs on `tasks` at the lr it chose most "
+        "often on `chosen_on` (by lr_selection's rule; a tie goes to the earliest listed task's choice)",
     )
 
 
@@ -158,13 +175,15 @@ class Run:
     task_label: str
     model_label: str
     axes: dict[str, Any]  # the setting's grid-axis values other than lr and seed, e.g. {"train": "output"}
+    lr_chosen_on: tuple[str, ...] = ()  # lr_transfer: the tasks whose choice this run's lr is (not searched here)
 
     @property
     def setting(self) -> str:
         return setting_label(self.model_label, self.axes)
 
     def labels(self) -> Record:
-        return {"task_label": self.task_label, "model_label": self.model_label, "axes": self.axes}
+        carried = {"lr_chosen_on": list(self.lr_chosen_on)} if self.lr_chosen_on else {}
+        return {"task_label": self.task_label, "model_label": self.model_label, "axes": self.axes, **carried}
 
 
 def run_id(cfg: TrainConfig) -> str:
@@ -197,18 +216,16 @@ def check_entry(where: str, entry: Any) -> None:
         raise FPTError(f"{where}: {empty[0]} is an empty list (a grid axis needs at least one value)")
 
 
-def narrowed(sweep: SweepConfig, options: SweepOptions) -> SweepConfig:
-    """The sweep with only the task and model labels `options` names (--tasks, --models), as `exclude` rules: the
-    runs kept are the same runs, with the same ids, as in the whole sweep. An unknown label is an error naming it."""
-    rules = list(sweep.exclude)
-    for key, chosen, entries in (("task", options.tasks, sweep.tasks), ("model", options.models, sweep.models)):
-        if chosen is None:
-            continue
-        labels = chosen_labels(key, chosen, list(entries), f"; the {key}s of sweep {sweep.name!r} are")
-        left_out = [label for label in entries if label not in labels]
-        if left_out:
-            rules.append({key: left_out})
-    return sweep.model_copy(update={"exclude": rules})
+def part(sweep: SweepConfig, options: SweepOptions | None) -> tuple[list[str], list[str]]:
+    """The task and model labels `options` names (--tasks, --models; default every label). An unknown label is an
+    error naming it and the labels there are."""
+    options = options or SweepOptions()
+
+    def labels(key: str, only: str | None, entries: dict[str, Any]) -> list[str]:
+        where = f"; the {key}s of sweep {sweep.name!r} are"
+        return list(entries) if only is None else chosen_labels(key, only, list(entries), where)
+
+    return labels("task", options.tasks, sweep.tasks), labels("model", options.models, sweep.models)
 
 
 def exclusions(sweep: SweepConfig, where: str) -> set[tuple[str, str]]:
@@ -228,11 +245,23 @@ def exclusions(sweep: SweepConfig, where: str) -> set[tuple[str, str]]:
     return pairs
 
 
-def expand(sweep: SweepConfig, where: str = "sweep", records: list[Record] | None = None) -> list[Run]:
-    """Every run of the sweep, validated (a bad entry is an FPTError naming it) before anything runs.
+def expand(
+    sweep: SweepConfig, where: str = "sweep", records: list[Record] | None = None, options: SweepOptions | None = None
+) -> list[Run]:
+    """The runs of the sweep to run now, validated (a bad entry is an FPTError naming it) before anything runs.
 
     With `lr_selection: first-seed`, a setting's later seeds are listed only once `records` hold every lr of its first
-    seed (finished), and then at the lr chosen there (fpt.experiments.settings.lr_rank, the rule `fpt report` uses)."""
+    seed (finished), and then at the lr chosen there (fpt.experiments.settings.lr_rank, the rule `fpt report` uses);
+    with `lr_transfer`, a setting's runs on its `tasks` are listed once its lr is chosen on every `chosen_on` task.
+    With `options` (--tasks, --models), only those labels' runs: the same runs, ids and lr choices as the whole
+    sweep's, chosen on its other tasks' records where lr_transfer says so."""
+    runs = grid(sweep, where)
+    tasks, models = part(sweep, options)
+    return [r for r in selection(sweep, runs, records or []) if r.task_label in tasks and r.model_label in models]
+
+
+def grid(sweep: SweepConfig, where: str = "sweep") -> list[Run]:
+    """Every run of the sweep's grid (seeds × tasks × models × axes, less `exclude`), before any lr selection."""
     from fpt.backbones import BACKBONES
     from fpt.registry import MODELS
     from fpt.tasks import TASKS
@@ -274,25 +303,94 @@ def expand(sweep: SweepConfig, where: str = "sweep", records: list[Record] | Non
                 raise FPTError(f"{where}: runs {seen[run.run_id]!r} and {name!r} have the same config; drop one")
             seen[run.run_id] = name
             runs.append(run)
-    return runs if sweep.lr_selection == "every-seed" else first_seed_selection(runs, sweep.seeds[0], records or [])
+    check_transfer(sweep, runs, where)
+    return runs
 
 
-def first_seed_selection(runs: list[Run], first: int, records: list[Record]) -> list[Run]:
-    """The first seed's runs, and the later seeds' runs at the lr chosen on the first seed's validation for every
-    setting whose first-seed runs have all finished (the others wait)."""
+def check_transfer(sweep: SweepConfig, runs: list[Run], where: str) -> None:
+    """lr_transfer names tasks of the sweep, no task on both sides, and every setting it carries an lr to runs on at
+    least one `chosen_on` task."""
+    transfer = sweep.lr_transfer
+    if transfer is None:
+        return
+    for key in ("chosen_on", "tasks"):
+        unknown = [label for label in getattr(transfer, key) if label not in sweep.tasks]
+        if unknown:
+            raise FPTError(f"{where}: lr_transfer.{key}: no task labelled {unknown[0]!r}; the tasks are: "
+                           f"{', '.join(sweep.tasks)}")  # fmt: skip
+    both = [label for label in transfer.tasks if label in transfer.chosen_on]
+    if both:
+        raise FPTError(f"{where}: lr_transfer: task {both[0]!r} is both in chosen_on and in tasks")
+    searched = {r.setting for r in runs if r.task_label in transfer.chosen_on}
+    for run in runs:
+        if run.task_label in transfer.tasks and run.setting not in searched:
+            raise FPTError(f"{where}: lr_transfer: {run.setting!r} runs on {run.task_label!r} but on none of "
+                           f"chosen_on ({', '.join(transfer.chosen_on)}): it has no lr to carry over")  # fmt: skip
+
+
+def selection(sweep: SweepConfig, runs: list[Run], records: list[Record]) -> list[Run]:
+    """The runs of the grid `runs` that lr_selection and lr_transfer list now, given the finished `records`."""
+    transfer = sweep.lr_transfer
+    carried = set(transfer.tasks) if transfer else set()
+    own = [r for r in runs if r.task_label not in carried]
+    if sweep.lr_selection == "first-seed":
+        first = sweep.seeds[0]
+        chosen = chosen_lrs(own, {first}, records)
+        own = [r for r in own if r.config.seed == first or chosen.get((r.task_label, r.setting)) == r.config.lr]
+    kept = {r.run_id: r for r in own + transferred(sweep, runs, records)}
+    return [kept[r.run_id] for r in runs if r.run_id in kept]
+
+
+def choice_seeds(sweep: SweepConfig) -> set[int]:
+    """The seeds whose validation chooses a setting's lr: the first under first-seed selection, else every seed."""
+    return {sweep.seeds[0]} if sweep.lr_selection == "first-seed" else set(sweep.seeds)
+
+
+def chosen_lrs(runs: list[Run], seeds: set[int], records: list[Record]) -> dict[tuple[str, str], float]:
+    """(task label, setting) → the lr chosen on validation (lr_rank), for each setting whose runs on `seeds` have all
+    finished."""
     latest = {r["run_id"]: r for r in latest_records(records)}
     by_setting: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        if run.config.seed == first:
+        if run.config.seed in seeds:
             by_setting.setdefault((run.task_label, run.setting), []).append(run)
     chosen: dict[tuple[str, str], float] = {}
-    for key, firsts in by_setting.items():
-        if all(run.run_id in latest for run in firsts):
-            by_lr = {run.config.lr: [latest[run.run_id]] for run in firsts}
+    for key, mine in by_setting.items():
+        if all(run.run_id in latest for run in mine):
+            by_lr: dict[float, list[Record]] = {}
+            for run in mine:
+                by_lr.setdefault(run.config.lr, []).append(latest[run.run_id])
             chosen[key] = min(sorted(by_lr), key=lambda lr: lr_rank(by_lr[lr]))
-    return [
-        run for run in runs if run.config.seed == first or chosen.get((run.task_label, run.setting)) == run.config.lr
+    return chosen
+
+
+def transferred(sweep: SweepConfig, runs: list[Run], records: list[Record]) -> list[Run]:
+    """The runs on lr_transfer's tasks at each setting's carried-over lr: the one chosen on the most `chosen_on` tasks
+    it runs on (a tie: the earliest listed task's), once chosen on every one of them; the others wait."""
+    transfer = sweep.lr_transfer
+    if transfer is None:
+        return []
+    chosen = chosen_lrs([r for r in runs if r.task_label in transfer.chosen_on], choice_seeds(sweep), records)
+    on = {(r.task_label, r.setting) for r in runs}
+    carried: dict[str, float] = {}
+    voters: dict[str, tuple[str, ...]] = {}
+    for setting in dict.fromkeys(r.setting for r in runs if r.task_label in transfer.tasks):
+        voters[setting] = tuple(task for task in transfer.chosen_on if (task, setting) in on)
+        votes = [chosen.get((task, setting)) for task in voters[setting]]
+        if None in votes:
+            continue
+        carried[setting] = max(votes, key=votes.count)  # max keeps the first of equals: the earliest listed task's
+    out = [
+        replace(r, lr_chosen_on=voters[r.setting])
+        for r in runs
+        if r.task_label in transfer.tasks and carried.get(r.setting) == r.config.lr
     ]
+    listed = {(r.task_label, r.setting) for r in out}
+    for task, setting in on:
+        if task in transfer.tasks and setting in carried and (task, setting) not in listed:
+            raise FPTError(f"lr_transfer: {setting!r} chose lr {carried[setting]:g} on "
+                           f"{', '.join(transfer.chosen_on)}, which its grid on {task!r} does not hold")  # fmt: skip
+    return out
 
 
 def reused_record(run: Run, sweep_name: str, source: Path, record: Record) -> Record:
@@ -446,14 +544,13 @@ def run_sweep(
     """Run every unfinished run of `sweep`, appending each record to the results file as it finishes; returns the
     records of the sweep's runs (latest per id)."""
     options = options or SweepOptions()
-    sweep = narrowed(sweep, options)
     results, runs_dir, workers = options.results_file(sweep), options.runs_folder(sweep), options.workers
-    runs = expand(sweep, records=read_records(results))
+    runs = expand(sweep, records=read_records(results), options=options)
     done = finished_ids(read_records(results), options.retry_failed)
     todo = [r for r in runs if r.run_id not in done]
     others = reusable(options.reuse_files())
     bar = tqdm(
-        total=len(runs) + waiting(sweep, runs),
+        total=len(runs) + waiting(sweep, runs, options),
         initial=len(runs) - len(todo),
         desc=sweep.name,
         unit="run",
@@ -462,10 +559,10 @@ def run_sweep(
         file=sys.stderr,
     )
     say = log or (lambda line: bar.write(line, file=sys.stderr))
-    later = waiting(sweep, runs)
+    later = waiting(sweep, runs, options)
     say(
         f"{sweep.name}: {len(runs) + later} runs, {len(runs) - len(todo)} finished, {len(todo)} to run"
-        + (f", {later} waiting for their setting's lr choice on seed {sweep.seeds[0]}" if later else "")
+        + (f", {later} waiting for their setting's lr choice" if later else "")
         + f" → {results}"
     )
     started, tried = time.perf_counter(), set()
@@ -494,10 +591,10 @@ def run_sweep(
                 if hasattr(records, "close"):
                     records.close()  # shut the pool or Ray down now, also when interrupted
             tried |= {r.run_id for r in todo}  # a failed run is not tried again in this call
-            runs = expand(sweep, records=read_records(results))
+            runs = expand(sweep, records=read_records(results), options=options)
             done = finished_ids(read_records(results), options.retry_failed) | tried
             todo = [r for r in runs if r.run_id not in done]
-            bar.total = len(runs) + waiting(sweep, runs)
+            bar.total = len(runs) + waiting(sweep, runs, options)
             bar.refresh()
     finally:
         bar.close()
@@ -511,14 +608,35 @@ def run_sweep(
     return final
 
 
-def waiting(sweep: SweepConfig, runs: list[Run]) -> int:
-    """How many later-seed runs of a first-seed lr selection are not listed yet (their lr is not chosen yet)."""
-    if sweep.lr_selection == "every-seed":
-        return 0
-    first = [r for r in runs if r.config.seed == sweep.seeds[0]]
-    settings = {(r.task_label, r.setting) for r in first}
-    listed = {(r.task_label, r.setting) for r in runs if r.config.seed != sweep.seeds[0]}
-    return len(settings - listed) * (len(sweep.seeds) - 1)
+def planned(sweep: SweepConfig, options: SweepOptions | None = None) -> int:
+    """How many runs the sweep (or its part, `options`) holds once every lr choice is made: per setting k lrs × n seeds
+    (every-seed), k + n - 1 (first-seed), or n where lr_transfer carries its lr over."""
+    carried = set(sweep.lr_transfer.tasks) if sweep.lr_transfer else set()
+    total = 0
+    for (task, _), mine in settings_of(sweep, options).items():
+        lrs, seeds = {r.config.lr for r in mine}, {r.config.seed for r in mine}
+        if task in carried:
+            total += len(seeds)
+        elif sweep.lr_selection == "first-seed":
+            total += len(lrs) + len(seeds) - 1
+        else:
+            total += len(mine)
+    return total
+
+
+def settings_of(sweep: SweepConfig, options: SweepOptions | None = None) -> dict[tuple[str, str], list[Run]]:
+    """(task label, setting) → its runs in the whole grid, for the sweep or its part (`options`)."""
+    tasks, models = part(sweep, options)
+    settings: dict[tuple[str, str], list[Run]] = {}
+    for run in grid(sweep):
+        if run.task_label in tasks and run.model_label in models:
+            settings.setdefault((run.task_label, run.setting), []).append(run)
+    return settings
+
+
+def waiting(sweep: SweepConfig, runs: list[Run], options: SweepOptions | None = None) -> int:
+    """How many of the sweep's runs (`runs` being those `expand` lists now) wait for their lr to be chosen."""
+    return planned(sweep, options) - len(runs)
 
 
 def default_runs_dir(results: Path) -> Path:
@@ -529,9 +647,8 @@ def default_runs_dir(results: Path) -> Path:
 def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
     """The runs of `sweep` (id, done or to do, labels, lr, seed) and their count, as text."""
     options = options or SweepOptions()
-    sweep = narrowed(sweep, options)
     records = read_records(options.results_file(sweep))
-    runs = expand(sweep, records=records)
+    runs = expand(sweep, records=records, options=options)
     latest = {r["run_id"]: r for r in latest_records(records)}
     others = reusable(options.reuse_files())
     lines = []
@@ -546,13 +663,16 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
         lines.append(
             f"{run.run_id}  {status:6}  {run.task_label}  {run.setting}  lr {run.config.lr:g}  seed {run.config.seed}"
         )
-    settings = {(r.task_label, r.setting) for r in runs}
+    settings = settings_of(sweep, options)
     pairs = {(r.task_label, r.setting, r.config.lr) for r in runs}
-    later = waiting(sweep, runs)
+    later = waiting(sweep, runs, options)
     if sweep.lr_selection == "every-seed":
         shape = f"{len(pairs)} (setting, lr) pairs × {len(sweep.seeds)} seeds"
     else:
         shape = f"every lr on seed {sweep.seeds[0]}, the chosen lr on {len(sweep.seeds) - 1} more seeds"
+    if sweep.lr_transfer:
+        shape += (f"; on {', '.join(sweep.lr_transfer.tasks)} every seed at the lr chosen on "
+                  f"{', '.join(sweep.lr_transfer.chosen_on)}")  # fmt: skip
     lines.append(
         f"{sweep.name}: {len(runs) + later} runs ({shape}), {len(settings)} settings; "
         f"{len(runs) - todo - copied} finished, {todo} to run"
