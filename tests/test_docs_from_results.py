@@ -19,6 +19,7 @@ from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance", "reliability", "timeseries")
+PRECISION_TASKS = ("bit-xor", "digits", "gunpoint", "italy-power", "bit-memory")  # the precision check's tasks
 
 
 def text(name: str) -> str:
@@ -347,9 +348,6 @@ def test_performance_bf16_accuracy_rows_come_from_the_precision_check():
         if (k := (r["task_label"], r["lr"], r["seed"])) in fp32
     ]
     assert f"{sum(a == b for a, b in pairs)} of the {len(pairs)} runs that share task, lr and seed" in flat(page)
-
-
-PRECISION_TASKS = ("bit-xor", "digits", "gunpoint", "italy-power", "bit-memory")
 
 
 def test_performance_bf16_table_comes_from_its_records():
