@@ -19,6 +19,7 @@ from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance", "reliability", "timeseries")
+MAIN_MODELS = ("fpt-pretrained", "fpt-random", "transformer", "lstm", "linear")  # converged suite, less the reservoir
 PRECISION_TASKS = ("bit-xor", "digits", "gunpoint", "italy-power", "bit-memory")  # the precision check's tasks
 
 
@@ -121,6 +122,31 @@ def test_readme_converged_suite_table_and_sentences_come_from_the_results_file()
     assert f"within {gap:.1f} points of the fully trained transformer" in readme
     linear_gap = test[("fpt-pretrained", "digits")] - test[("linear", "digits")]
     assert f"a linear model comes within {linear_gap:.1f} points of it on digits" in readme
+
+    shown = {(s.label, s.task): s.cell().split(" (")[0] for s in records}  # '82.1 ± 2.1'
+    lo, fa = ({m: shown[(m, task)] for m in MAIN_MODELS} for task in ("listops", "fashion-mnist"))
+    fashion = {s.label: s for s in records if s.task == "fashion-mnist"}
+    above = {m: test[(m, "fashion-mnist")] - test[("fpt-pretrained", "fashion-mnist")] for m in ("lstm", "transformer")}
+    assert (
+        f"On ListOps and Fashion-MNIST FPT's mean is above its random init's (ListOps {lo['fpt-pretrained']} against "
+        f"{lo['fpt-random']}, Fashion-MNIST {fa['fpt-pretrained']} against {fa['fpt-random']}), but FPT does not pass "
+        f"the models that train every weight: the LSTM ({lo['lstm']} and {fa['lstm']}) and the fully trained "
+        f"transformer ({lo['transformer']} and {fa['transformer']}) are level with it on ListOps and "
+        f"{above['lstm']:.1f} and {above['transformer']:.1f} points above it on Fashion-MNIST, where the linear model "
+        f"({fa['linear']}) ties FPT." in readme
+    )
+    assert test[("fpt-pretrained", "listops")] > test[("fpt-random", "listops")]  # what "above" says
+    assert all(0 < gap < 3 for gap in above.values())
+    assert abs(test[("fpt-pretrained", "listops")] - test[("lstm", "listops")]) < 3  # "level"
+    assert abs(test[("fpt-pretrained", "fashion-mnist")] - test[("linear", "fashion-mnist")]) < 1  # "ties"
+
+    def rise(run):  # how much the best validation accuracy rose over the run's last 1,000 steps, in points
+        before = max(c["val_accuracy"] for c in run["curve"] if c["step"] <= run["steps_run"] - 1000)
+        return 100 * (max(c["val_accuracy"] for c in run["curve"]) - before)
+
+    fpt_fashion = fashion["fpt-pretrained"].ok
+    assert all(not r["stopped_early"] for r in fpt_fashion)
+    assert f"rising by up to {max(rise(r) for r in fpt_fashion):.1f} points over the last 1,000 steps" in readme
 
 
 def test_smollm2_figures_come_from_its_record():
