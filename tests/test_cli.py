@@ -198,7 +198,7 @@ def test_one_formatter_for_every_model():
     from pydantic import ValidationError
 
     from fpt.config import format_validation_error
-    from fpt.experiments.sweep import SweepConfig
+    from fpt.experiments.plan import SweepConfig
 
     with pytest.raises(ValidationError) as err:
         SweepConfig(name="s", tasks={"x": {}}, grid=1, seeds=[], lr="fast")

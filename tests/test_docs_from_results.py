@@ -80,7 +80,7 @@ def test_readme_offline_suite_pretrained_vs_random_rows_are_rendered_from_the_re
 def test_readme_converged_suite_table_and_sentences_come_from_the_results_file():
     """The interim converged table (seed 0 so far) is the rendering of the committed records, and each figure the
     sentences under it quote is read off them: when more runs land, the table and the sentences are rendered anew."""
-    from fpt.experiments.sweep import expand, load_sweep, waiting
+    from fpt.experiments.plan import Plan, load_sweep
 
     records = select(normalise(load_results([ROOT / "results/converged-suite/converged-suite.jsonl"])))
     main_table = table(records, lambda s: s.label, "model \\ task", Setting.cell)[0]
@@ -89,8 +89,7 @@ def test_readme_converged_suite_table_and_sentences_come_from_the_results_file()
     assert main_table in (ROOT / "results/converged-suite/report.md").read_text()
     runs = sum(1 for _ in open(ROOT / "results/converged-suite/converged-suite.jsonl"))
     sweep = load_sweep(ROOT / "configs/converged-suite.yaml")
-    planned = expand(sweep)
-    assert f"({runs} of {len(planned) + waiting(sweep, planned)} runs)" in readme
+    assert f"({runs} of {Plan.of(sweep).total()} runs)" in readme
     test = {(s.label, s.task): 100 * sum(s.values("test_accuracy")) / len(s.ok) for s in records}
     for task in ("bit-xor", "bit-memory"):
         pretrained, random = test[("fpt-pretrained", task)], test[("fpt-random", task)]
@@ -150,7 +149,7 @@ def test_readme_converged_suite_table_and_sentences_come_from_the_results_file()
 
 
 def test_smollm2_figures_come_from_its_record():
-    from fpt.experiments.sweep import read_records
+    from fpt.experiments.records import read_records
 
     records = read_records(ROOT / "results/smollm2-ablation/smollm2-ablation.jsonl")
     r = next(r for r in records if r["task_label"] == "bit-xor" and r["model_label"] == "default")
@@ -592,8 +591,8 @@ def test_performance_page_quiet_long_and_smollm2_figures_come_from_their_records
 
 
 def test_paper_bit_memory_figures_come_from_its_record():
+    from fpt.experiments.records import read_records
     from fpt.experiments.settings import steps_to_converge
-    from fpt.experiments.sweep import read_records
 
     records = read_records(ROOT / "results/paper-bit-memory/paper-bit-memory.jsonl")
     r = next(r for r in records if r["model_label"] == "fpt-pretrained")

@@ -9,9 +9,11 @@ from matplotlib.image import imread
 
 from fpt import PAPER_GROUPS
 from fpt.cli import main
+from fpt.experiments.plan import SweepConfig
+from fpt.experiments.records import append_record
 from fpt.experiments.report import ReportOptions, write_report
 from fpt.experiments.settings import cell, mean_ci, select, steps_to_converge, welch
-from fpt.experiments.sweep import SweepConfig, SweepOptions, append_record, run_sweep
+from fpt.experiments.sweep import SweepOptions, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -16,15 +16,9 @@ import yaml
 
 from fpt import FPTError, TrainConfig
 from fpt.cli import main
-from fpt.experiments.sweep import (
-    SweepConfig,
-    SweepOptions,
-    append_record,
-    expand,
-    read_records,
-    run_id,
-    run_sweep,
-)
+from fpt.experiments.plan import Plan, SweepConfig, run_id
+from fpt.experiments.records import append_record, read_records
+from fpt.experiments.sweep import SweepOptions, run_sweep
 
 train_module = importlib.import_module("fpt.train")  # `fpt.train` the attribute is the function
 
@@ -71,14 +65,14 @@ def comparable(records: list[dict]) -> dict[str, dict]:
 
 def test_expansion_order_labels_and_axes(tiny_bert_dir):
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, models={"fpt": {"train": ["output", "input,output"]}}))
-    runs = expand(sweep)
+    runs = Plan.of(sweep).now([])
     assert len(runs) == 2 * 2  # seeds × train axis (one lr)
     assert [r.config.seed for r in runs] == [0, 0, 1, 1]  # seeds outermost
     assert [r.axes for r in runs[:2]] == [{"train": "output"}, {"train": "input,output"}]
     assert runs[0].setting == "fpt (train=output)" and runs[0].task_label == "xor"
     assert runs[0].config.steps == 8 and runs[0].config.backbone == "bert"
 
-    runs = expand(SweepConfig(**tiny_sweep(tiny_bert_dir)))
+    runs = Plan.of(SweepConfig(**tiny_sweep(tiny_bert_dir))).now([])
     assert len(runs) == 2 * (2 + 1)  # seeds × (fpt: 2 lrs + linear: 1 lr)
     assert sorted({r.config.lr for r in runs if r.model_label == "fpt"}) == [1e-3, 1e-2]
     assert all(r.axes == {} for r in runs)  # lr is the selection axis, not a setting axis
@@ -90,7 +84,7 @@ def test_exclude_drops_the_pairs_it_matches(tiny_bert_dir):
     sweep = tiny_sweep(tiny_bert_dir, tasks={"xor": {"task": "bit-xor"}, "digits": {"task": "digits", "task_args": {}}})
 
     def pairs(rules):
-        return {(r.task_label, r.model_label) for r in expand(SweepConfig(**{**sweep, "exclude": rules}))}
+        return {(r.task_label, r.model_label) for r in Plan.of(SweepConfig(**{**sweep, "exclude": rules})).now([])}
 
     every = {("xor", "fpt"), ("xor", "linear"), ("digits", "fpt"), ("digits", "linear")}
     assert pairs([]) == every
@@ -101,21 +95,21 @@ def test_exclude_drops_the_pairs_it_matches(tiny_bert_dir):
 def test_tasks_and_models_options_run_a_part_with_the_whole_sweeps_ids(tiny_bert_dir):
     """--tasks / --models narrow a sweep to some labels: the same runs (same ids) the whole sweep lists for them, and
     an unknown label is a one-line error naming the labels there are."""
-    from fpt.experiments.sweep import SweepOptions, dry_run, part
+    from fpt.experiments.sweep import dry_run
 
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir, tasks={"xor": {"task": "bit-xor"}, "digits": {"task": "digits"}}))
-    whole = {(r.task_label, r.model_label): r.run_id for r in expand(sweep)}
-    some = expand(sweep, options=SweepOptions(tasks="digits", models=" linear,"))
+    whole = {(r.task_label, r.model_label): r.run_id for r in Plan.of(sweep).now([])}
+    some = Plan.of(sweep, tasks="digits", models=" linear,").now([])
     assert {(r.task_label, r.model_label): r.run_id for r in some} == {
         k: v for k, v in whole.items() if k == ("digits", "linear")
     }
-    assert {(r.task_label, r.model_label) for r in expand(sweep, options=SweepOptions(models="fpt"))} == {
+    assert {(r.task_label, r.model_label) for r in Plan.of(sweep, models="fpt").now([])} == {
         ("xor", "fpt"),
         ("digits", "fpt"),
     }
     assert "1 settings" in dry_run(sweep, SweepOptions(tasks="xor", models="fpt"))
     with pytest.raises(FPTError, match="--tasks: no task labelled 'mnist'; the tasks of sweep .* are: xor, digits"):
-        part(sweep, SweepOptions(tasks="xor,mnist"))
+        Plan.of(sweep, tasks="xor,mnist")
 
 
 def test_run_ids_are_stable_and_distinct():
@@ -190,7 +184,7 @@ def test_sweep_writes_records_and_skips_finished_runs(tiny_bert_dir, tmp_path, m
     records = run_sweep(sweep, SweepOptions(results=results, quiet=True))
     assert len(records) == 6 and all(r["status"] == "ok" for r in records)
     first = read_records(results)
-    assert len(first) == 6 and {r["run_id"] for r in first} == {r.run_id for r in expand(sweep)}
+    assert len(first) == 6 and {r["run_id"] for r in first} == {r.run_id for r in Plan.of(sweep).now([])}
     r = first[0]
     assert r["sweep"] == "tiny" and r["task_label"] == "xor" and r["axes"] == {}
     assert [row["step"] for row in r["curve"]] == [4, 8] and "test_accuracy" in r and "environment" in r
@@ -458,8 +452,8 @@ def test_lr_transfer_takes_the_lr_chosen_most_often_and_names_bad_labels(tiny_be
     def carried(chosen_on: list[str], best: dict[str, float]) -> set[float]:
         sweep = SweepConfig(**{**sweep_dict, "lr_transfer": {"chosen_on": chosen_on, "tasks": ["costly"]}})
         records = [{"run_id": r.run_id, "status": "ok", "val_accuracy": 1.0 if r.config.lr == best[r.task_label]
-                    else 0.5} for r in expand(sweep) if r.task_label in best]  # fmt: skip
-        return {r.config.lr for r in expand(sweep, records=records) if r.task_label == "costly"}
+                    else 0.5} for r in Plan.of(sweep).now([]) if r.task_label in best]  # fmt: skip
+        return {r.config.lr for r in Plan.of(sweep).now(records) if r.task_label == "costly"}
 
     assert carried(["a", "b", "c"], {"a": 1e-2, "b": 1e-3, "c": 1e-3}) == {1e-3}  # two of three
     assert carried(["a", "b"], {"a": 1e-2, "b": 1e-3}) == {1e-2}  # a tie: a's, listed first
@@ -470,10 +464,10 @@ def test_lr_transfer_takes_the_lr_chosen_most_often_and_names_bad_labels(tiny_be
         ({"chosen_on": ["a", "costly"], "tasks": ["costly"]}, "task 'costly' is both in chosen_on and in tasks"),
     ):
         with pytest.raises(FPTError, match=message):
-            expand(SweepConfig(**{**sweep_dict, "lr_transfer": transfer}))
+            Plan.of(SweepConfig(**{**sweep_dict, "lr_transfer": transfer}))
     lonely = {**sweep_dict, "exclude": [{"task": "a", "model": "fpt"}]}
     with pytest.raises(FPTError, match="'fpt' runs on 'costly' but on none of chosen_on \\(a\\)"):
-        expand(SweepConfig(**{**lonely, "lr_transfer": {"chosen_on": ["a"], "tasks": ["costly"]}}))
+        Plan.of(SweepConfig(**{**lonely, "lr_transfer": {"chosen_on": ["a"], "tasks": ["costly"]}})).now([])
 
 
 @pytest.mark.parametrize(

@@ -267,7 +267,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fpt.experiments.sweep import SweepOptions, dry_run, load_sweep, run_sweep
+    from fpt.experiments.plan import load_sweep
+    from fpt.experiments.sweep import SweepOptions, dry_run, run_sweep
 
     options = options_from_args(SweepOptions, args)
     sweep = load_sweep(args.config)

@@ -1,6 +1,6 @@
 """Reports rendered from result records, never typed by hand: lr selection, tables with intervals, answers, plots.
 
-A *setting* is a task label and a model label with its other grid-axis values (fpt.experiments.sweep); its lr is
+A *setting* is a task label and a model label with its other grid-axis values (fpt.experiments.plan); its lr is
 chosen on validation and its cells are mean ± 95% interval over seeds (fpt.experiments.settings). One seed gives no
 interval and says so.
 """
