@@ -378,7 +378,17 @@ def test_performance_bf16_accuracy_rows_come_from_the_precision_check():
 def test_performance_bf16_table_comes_from_its_records():
     paths = sorted((ROOT / "results/bench/runs").glob("*-bf16.json"))
     records = {f"results/bench/runs/{p.name}": read_json(p) for p in paths}
-    assert len(records) == 2 and bench_render.bf16_table(records) in text("performance")
+    assert len(records) == 3 and bench_render.bf16_table(records) in text("performance")
+    by_kind: dict[str, list[float]] = {}
+    for record in records.values():
+        for shape in record["shapes"]:
+            by_kind.setdefault(record["environment"]["hardware"]["cpu_capability"], []).append(
+                shape["ratios"]["bf16_vs_fpt_speed"]
+            )
+    native, emulated = by_kind["AVX512"], by_kind["AVX2"]
+    page = flat(text("performance"))
+    assert f"is {min(native):.1f}-{max(native):.1f}× faster" in page
+    assert f"the same step is about {round(1 / max(emulated), -1):.0f}× slower" in page
 
 
 PATH_RECORDS = (  # the one-thread minilm records whose ablation rows the performance page tabulates

@@ -1,9 +1,12 @@
-"""Where a run computes: how many CPU threads torch uses.
+"""Where a run computes: how many CPU threads torch uses, and whether this CPU computes in bf16 natively.
 
 torch's default is one thread per core, whatever else runs: beside another busy process on a 2-core machine, two
 threads then wait on each other at every parallel op (bit-xor, 100 steps: 91 s at the default vs 17 s with one
 thread). Without --threads, fpt takes the cores that are free now: all of them, less those other processes keep
 busy over a short look at the machine's CPU time.
+
+bf16 autocast pays only on a CPU with bf16 instructions (AVX512-BF16, AMX): elsewhere oneDNN emulates it and a step
+is many times slower than in fp32 (docs/performance.md), so fpt says so, with the fix, before such a run trains.
 """
 
 from __future__ import annotations
@@ -77,3 +80,21 @@ def set_threads(requested: int | None) -> int:
             file=sys.stderr,
         )
     return free
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions oneDNN uses (AVX512-BF16 or AMX on x86, the BF16 extension on Arm)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_precision(precision: str, device: torch.device) -> bool:
+    """Say on stderr when bf16 autocast would run on a CPU without bf16 instructions (emulated, many times slower than
+    fp32); True if it was said. A run is not changed: its precision is part of its config and of its numbers."""
+    if precision != "bf16" or device.type != "cpu" or native_bf16():
+        return False
+    print(
+        "fpt: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so --precision bf16 runs emulated, many times "
+        "slower than fp32 here (docs/performance.md); --precision fp32 trains faster on it",
+        file=sys.stderr,
+    )
+    return True

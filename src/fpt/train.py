@@ -24,7 +24,7 @@ from fpt.distributed import Group, join, launched, leave, parallel
 from fpt.errors import FPTError
 from fpt.evaluate import Tracker, autocast, evaluate
 from fpt.moved import MOVED_FILE, moved
-from fpt.placement import describe_bytes, set_threads
+from fpt.placement import check_precision, describe_bytes, set_threads
 from fpt.registry import MODELS
 from fpt.results import environment, write_atomic, write_json, write_jsonl
 from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream, Checkpointer, config_differences, saved_config
@@ -183,6 +183,7 @@ def run(
     if out is not None:
         check_disk(Path(out), model, groups)
     set_threads(cfg.threads)  # --threads, else the cores other processes leave free (after any user error)
+    check_precision(cfg.precision, device)
     if cfg.cache_features:  # the reservoir: frozen features once per example, then the head alone trains on them
         task, model = reservoir(model, task, cfg.eval_batch_size, device)
     if cfg.compile:

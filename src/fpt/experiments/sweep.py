@@ -264,6 +264,17 @@ def describe(record: Record) -> str:
     )
 
 
+def slow_bf16(runs: list[Run]) -> None:
+    """Say once, before they train, when runs would compute in bf16 on a CPU that only emulates it (each run's own
+    warning goes to its train.log, where nobody reads it before the sweep has taken hours)."""
+    from fpt.train import resolve_device
+
+    for precision, device in dict.fromkeys((r.config.precision, r.config.device) for r in runs):
+        with contextlib.suppress(FPTError):  # a device not here fails its run, with its error in the record
+            if placement.check_precision(precision, resolve_device(device)):
+                return
+
+
 def run_sweep(
     sweep: SweepConfig, options: SweepOptions | None = None, log: Callable[[str], None] | None = None
 ) -> list[Record]:
@@ -293,6 +304,7 @@ def run_sweep(
         + (f", {later} waiting for their setting's lr choice" if later else "")
         + f" → {results}"
     )
+    slow_bf16(todo)
     started, tried = time.perf_counter(), set()
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished

@@ -148,17 +148,19 @@ def kinds_table(records: dict[str, dict[str, Any]]) -> str:
 
 def bf16_table(records: dict[str, dict[str, Any]]) -> str:
     """fpt's fp32 step against its bf16-autocast step (the `fpt-bf16` row), per record (path → record) and shape, as
-    markdown: backbone, shape, both step times and the speed ratio measured in the same rounds."""
+    markdown: the CPU kind (bf16 pays only where the CPU has bf16 instructions), backbone, shape, both step times and
+    the speed ratio measured in the same rounds."""
     lines = [
-        "| backbone | shape | fp32 step (ms) | bf16 step (ms) | bf16 speed-up | record |",
-        "|---|---|---:|---:|---:|---|",
+        "| CPU kind | backbone | shape | fp32 step (ms) | bf16 step (ms) | bf16 speed-up | record |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for path, record in records.items():
         for shape in record["shapes"]:
             if "bf16_vs_fpt_speed" in shape["ratios"]:
                 fp32, bf16 = (shape["rows"][r]["step_seconds"] * 1e3 for r in ("fpt", "fpt-bf16"))
                 lines.append(
-                    f"| {record['settings']['backbone']} | {shape['name']} {shape['batch']}×{shape['tokens']} | "
+                    f"| {cpu_kind(record)} | {record['settings']['backbone']} | "
+                    f"{shape['name']} {shape['batch']}×{shape['tokens']} | "
                     f"{fp32:,.0f} | {bf16:,.0f} | {shape['ratios']['bf16_vs_fpt_speed']:.2f}× | `{path}` |"
                 )
     return "\n".join(lines)
