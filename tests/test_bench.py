@@ -45,6 +45,8 @@ def record(tiny_bert_dir, tmp_path_factory):
         "1",
         "--rows",
         ",".join(TESTED_ROWS),
+        "--matmul",
+        "256",  # the peak's matmul, small: a 2048² one in bf16 takes a minute where the CPU emulates bf16
     ]
     args += ["--json"]
     try:
@@ -88,7 +90,7 @@ def test_record_has_every_row_with_its_measurements(record):
         # a frozen body: the FPT step counts fewer FLOPs than full fine-tuning, more than inference
         assert rows["inference"]["flops_per_step"] < rows["fpt"]["flops_per_step"] < rows["full"]["flops_per_step"]
         assert rows["fpt"]["peak_bytes"] < rows["full"]["peak_bytes"]
-        assert shape["matmul"]["flops_per_second"] > 0
+        assert shape["matmul"]["flops_per_second"] > 0 and shape["matmul"]["n"] == 256  # --matmul 256
         assert {"fpt_vs_reference_speed", "fpt_vs_full_time", "fpt_vs_full_memory", "reservoir_vs_fpt_epoch"} <= set(
             shape["ratios"]
         )
@@ -134,7 +136,7 @@ def test_a_reference_that_does_not_compile_is_skipped_with_its_reason(tiny_bert_
 
     monkeypatch.setattr(torch, "compile", no_compiler)
     settings = BenchSettings(backbone="bert", backbone_path=tiny_bert_dir, shapes=["long=2x16"], repeats=1, warmup=1,
-                             threads=1, rows="fpt,reference,reference-compiled")  # fmt: skip
+                             threads=1, rows="fpt,reference,reference-compiled", matmul=256)  # fmt: skip
     (shape,) = run_bench(settings)["shapes"]
     assert list(shape["rows"]) == ["fpt", "reference"]
     assert shape["skipped"] == {"reference-compiled": "torch.compile failed here: RuntimeError: no C++ compiler"}
@@ -147,7 +149,7 @@ def test_llama_backbone_benches_against_its_reference(tiny_llama_dir):
 
     rows = "fpt,reference,reference-eager,inference,fpt-plain"
     settings = BenchSettings(backbone="llama", backbone_path=tiny_llama_dir, shapes=["bit-memory=2x12"], repeats=1,
-                             warmup=1, threads=1, rows=rows)  # fmt: skip
+                             warmup=1, threads=1, rows=rows, matmul=256)  # fmt: skip
     (shape,) = run_bench(settings)["shapes"]
     assert list(shape["rows"]) == rows.split(",") and shape["skipped"] == {}
     assert shape["rows"]["fpt"]["trainable_params"] == shape["rows"]["reference"]["trainable_params"]
@@ -162,7 +164,7 @@ def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_
     from fpt.performance.render import render_markdown, table
 
     settings = BenchSettings(backbone="bert", backbone_path=tiny_bert_dir, shapes=["long=2x16"], repeats=1, warmup=1,
-                             threads=1, rows="fpt,fpt-bf16", dtype="fp32")  # fmt: skip
+                             threads=1, rows="fpt,fpt-bf16", dtype="fp32", matmul=256)  # fmt: skip
     record = run_bench(settings)
     (shape,) = record["shapes"]
     assert list(shape["rows"]) == ["fpt", "fpt-bf16"]

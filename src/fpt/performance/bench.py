@@ -137,6 +137,13 @@ class BenchSettings(BaseModel):
     compile: bool = Field(False, description="torch.compile fpt's rows (not the reference)")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch")
     seed: int = Field(0, ge=0, description="seed for the models' initialisation and the batch")
+    matmul: int | None = Field(
+        None,
+        gt=0,
+        description="n of the dense n × n matmul timed beside the rows, the peak MFU is read against (default 2048 on "
+        "a CPU, 8192 on a GPU)",
+        json_schema_extra={"metavar": "N"},
+    )
 
     @field_validator("shapes", mode="before")
     @classmethod
@@ -338,16 +345,23 @@ def same_loss(
 
 
 def bench_shape(
-    shape: Shape, names: list[str], cfg: TrainConfig, warmup: int, repeats: int, device: torch.device, seed: int
+    shape: Shape,
+    names: list[str],
+    cfg: TrainConfig,
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+    seed: int,
+    matmul: int | None = None,
 ) -> dict[str, Any]:
     spec = shape.spec()
     batch = fixed_batch(spec, shape.batch, device, seed)
     rows, check, skipped = build_rows(names, cfg, spec, batch, device)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-    matmuls, n, matmul_flops = matmul_rows(device, dtype)
+    matmuls, n, matmul_flops = matmul_rows(device, dtype, matmul)
     half_matmuls = {}
     if "fpt-bf16" in rows:  # bf16 has its own peak: the bf16 row's MFU is read against it, not against fp32's
-        half, _, _ = matmul_rows(device, torch.bfloat16)
+        half, _, _ = matmul_rows(device, torch.bfloat16, matmul)
         half_matmuls = {f"{name} bf16": row for name, row in half.items()}
     for row in rows.values():
         row.step()  # the optimizer's state exists from the first step on: measure a step like every later one
@@ -472,7 +486,7 @@ def run_bench(settings: BenchSettings | None = None, command: str | None = None)
         del probe
     started, load_before, ticks_before = time.perf_counter(), os.getloadavg(), cpu_ticks()
     with loading_bars(False):  # a weight-loading bar per row would interleave with the table
-        results = [bench_shape(s, names, cfg, warmup, repeats, dev, seed) for s in shapes]
+        results = [bench_shape(s, names, cfg, warmup, repeats, dev, seed, settings.matmul) for s in shapes]
     return {
         "format": FORMAT,
         "command": command or "fpt bench",

@@ -105,10 +105,10 @@ def measure_step(row: Row, device: torch.device) -> tuple[int, int | None]:
     return counter.get_total_flops(), memory.peak
 
 
-def matmul_rows(device: torch.device, dtype: torch.dtype) -> tuple[dict[str, Row], int, int]:
-    """A dense n × n matmul (fp32 2048 on a CPU, bf16 8192 on a GPU) through each kernel a step can use (torch's
+def matmul_rows(device: torch.device, dtype: torch.dtype, n: int | None = None) -> tuple[dict[str, Row], int, int]:
+    """A dense n × n matmul (default n: 2048 on a CPU, 8192 on a GPU) through each kernel a step can use (torch's
     matmul; on a CPU with oneDNN also oneDNN's, which fpt's frozen layers use): (rows by kernel, n, FLOPs)."""
-    n = 8192 if device.type == "cuda" else 2048
+    n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     rows = {"torch.matmul": Row(lambda: a @ b, lambda: [a, b], 0)}
