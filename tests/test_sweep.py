@@ -313,6 +313,23 @@ def test_ray_backend_writes_the_same_records(tiny_bert_dir, tmp_path):
     assert len(read_records(tmp_path / "ray.jsonl")) == 3
 
 
+def test_a_local_ray_runs_its_workers_at_the_sweeps_own_priority(monkeypatch):
+    """Ray starts workers at niceness 15, starved beside any busy process; fpt's local Ray starts them at the sweep's
+    own niceness and leaves the environment as it found it."""
+    pytest.importorskip("ray")
+    import os
+
+    from fpt.experiments.sweep import start_ray
+
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    ray = start_ray(None)
+    try:
+        assert "RAY_worker_niceness" not in os.environ
+        assert ray.get(ray.remote(num_cpus=1)(lambda: os.nice(0)).remote()) == os.nice(0)
+    finally:
+        ray.shutdown()
+
+
 def test_reuse_copies_another_sweeps_run_of_the_same_config(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     """A run whose config another sweep already trained (same run id) is copied from that sweep's results file,
     under this sweep's name and labels, and not trained again; the rest trains."""
