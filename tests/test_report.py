@@ -248,6 +248,8 @@ def test_regression_tasks_choose_the_lowest_error_and_say_so(tmp_path):
         and "| airline | fpt | 0.0001 | 0.0001: 0.500; 0.001: 0.900 |" in report
     )
     assert "-0.200 [" in report  # FPT − linear: lower error
+    said = "On a task scored by an error (MASE) the cells and differences are that error, where lower is better"
+    assert said in report and "| task | FPT (%, or error) |" in report  # the answers name the error, not accuracy
 
 
 def test_the_language_model_question_is_answered_per_task(tmp_path):

@@ -287,6 +287,9 @@ def change_answers(settings: list[Setting]) -> list[str]:
 def answers(settings: list[Setting]) -> list[str]:
     """The report's answers: pretrained vs random init, and FPT vs each trained-from-scratch baseline, per task."""
     out = ["### Does a pretrained frozen backbone beat a random-init one?", ""]
+    error_metrics = ", ".join(dict.fromkeys(s.metric.upper() for s in settings if s.metric != "accuracy"))
+    errors = (f" On a task scored by an error ({error_metrics}) the cells and differences are that error, where lower "
+              "is better: a verdict adds (better) or (worse)." if error_metrics else "")  # fmt: skip
     rows = []
     for p in (s for s in settings if is_fpt(s)):
         for r in settings:
@@ -297,7 +300,8 @@ def answers(settings: list[Setting]) -> list[str]:
     if rows:
         out += [
             "Test accuracy (%), FPT (input, output, layer norms, positions trained) on a pretrained vs a random-init "
-            "frozen backbone; difference in points with its 95% Welch interval; *higher*: the interval lies above 0.",
+            "frozen backbone; difference in points with its 95% Welch interval; *higher*: the interval lies above 0."
+            + errors,
             "",
             "| task | backbone | pretrained | random init | pretrained − random | verdict |",
             "|---|---|---|---|---|---|",
@@ -317,9 +321,9 @@ def answers(settings: list[Setting]) -> list[str]:
     if rows and others:
         out += [
             "FPT's test accuracy minus each baseline's, in points, with its 95% Welch interval; *higher*/*lower*: "
-            "the interval excludes 0.",
+            "the interval excludes 0." + errors,
             "",
-            "| task | FPT (%) | " + " | ".join(f"FPT − {o}" for o in others) + " |",
+            f"| task | FPT ({'%, or error' if errors else '%'}) | " + " | ".join(f"FPT − {o}" for o in others) + " |",
             "|---|---|" + "---|" * len(others),
             *rows,
         ]
