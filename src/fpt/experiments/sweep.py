@@ -102,9 +102,9 @@ class SweepOptions(BaseModel):
         json_schema_extra={"metavar": "FILES"},
     )
 
-    def plan(self, sweep: SweepConfig, where: str = "sweep") -> Plan:
+    def plan(self, sweep: SweepConfig) -> Plan:
         """The sweep's plan, narrowed to --tasks and --models."""
-        return Plan.of(sweep, where, self.tasks, self.models)
+        return Plan.of(sweep, tasks=self.tasks, models=self.models)
 
     def reuse_files(self) -> list[Path]:
         paths = [Path(p.strip()) for p in (self.reuse or "").split(",") if p.strip()]
@@ -299,9 +299,9 @@ def run_sweep(
     options = options or SweepOptions()
     results, runs_dir, workers = options.results_file(sweep), options.runs_folder(sweep), options.workers
     plan = options.plan(sweep)
-    total = plan.total()
-    runs = plan.now(read_records(results))
-    done = finished_ids(read_records(results), options.retry_failed)
+    total, written = plan.total(), read_records(results)
+    runs = plan.now(written)
+    done = finished_ids(written, options.retry_failed)
     todo = [r for r in runs if r.run_id not in done]
     others = reusable(options.reuse_files())
     bar = tqdm(
@@ -347,8 +347,9 @@ def run_sweep(
                 if hasattr(records, "close"):
                     records.close()  # shut the pool or Ray down now, also when interrupted
             tried |= {r.run_id for r in todo}  # a failed run is not tried again in this call
-            runs = plan.now(read_records(results))
-            done = finished_ids(read_records(results), options.retry_failed) | tried
+            written = read_records(results)
+            runs = plan.now(written)
+            done = finished_ids(written, options.retry_failed) | tried
             todo = [r for r in runs if r.run_id not in done]
     finally:
         bar.close()
