@@ -158,10 +158,15 @@ def test_llama_backbone_benches_against_its_reference(tiny_llama_dir):
     assert shape["ratios"]["fpt_vs_reference_speed"] > 0
 
 
-def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_dir):
-    """`fpt-bf16` is fpt's step under bf16 autocast beside the fp32 one; a bench that runs in bf16 skips it."""
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "emulating-cpu"])
+def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_dir, monkeypatch, native):
+    """`fpt-bf16` is fpt's step under bf16 autocast beside the fp32 one; a bench that runs in bf16 skips it. On a CPU
+    that only emulates bf16 its MFU is not given: an emulated matmul is no peak (and is not timed)."""
+    from fpt.performance import bench
     from fpt.performance.bench import BenchSettings, run_bench
     from fpt.performance.render import render_markdown, table
+
+    monkeypatch.setattr(bench, "native_bf16", lambda: native)
 
     settings = BenchSettings(backbone="bert", backbone_path=tiny_bert_dir, shapes=["long=2x16"], repeats=1, warmup=1,
                              threads=1, rows="fpt,fpt-bf16", dtype="fp32", matmul=256)  # fmt: skip
@@ -174,6 +179,13 @@ def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_
         shape["rows"]["fpt-bf16"]["samples_per_second"] / shape["rows"]["fpt"]["samples_per_second"]
     )
     assert f"`fpt-bf16` samples/s ÷ `fpt`'s: {ratio:.2f}×." in render_markdown(record)
+    if not native:
+        assert "matmul_bf16" not in shape and shape["rows"]["fpt-bf16"]["mfu"] is None
+        assert shape["rows"]["fpt"]["mfu"] == pytest.approx(
+            shape["rows"]["fpt"]["flops_per_second"] / shape["matmul"]["flops_per_second"]
+        )
+        assert [line[-1] for line in table(record) if line[1] == "fpt-bf16"] == ["–"]
+        return
     # each row's MFU is read against the matmul peak of its own dtype, both timed in the same rounds
     fp32_peak, bf16_peak = shape["matmul"]["flops_per_second"], shape["matmul_bf16"]["flops_per_second"]
     for name, peak in (("fpt", fp32_peak), ("fpt-bf16", bf16_peak)):

@@ -16,7 +16,9 @@ Rows, on the same backbone, shapes and batch:
   fpt-bf16   fpt's step under bf16 autocast (weights and optimizer state stay fp32), beside the fp32 one: what
              `--precision bf16` buys on this machine (skipped when the bench itself runs in bf16)
   matmul     a dense square matmul through each kernel the steps use: the faster one is the device's measured
-             peak, the denominator of MFU (fpt-bf16's MFU is read against the same matmul in bf16, timed beside it)
+             peak, the denominator of MFU (fpt-bf16's MFU is read against the same matmul in bf16, timed beside it;
+             a CPU without bf16 instructions only emulates that matmul, so there it is not timed and fpt-bf16 has
+             no MFU)
 
 Each row is warmed up, then the rows' repeats are interleaved round-robin, so load from other processes falls on
 every row alike; a row's step time is the median of its repeats. FLOPs are counted (torch.utils.flop_counter) on one
@@ -55,6 +57,7 @@ from fpt.performance.measure import (
     sync,
 )
 from fpt.performance.reference import Reference
+from fpt.placement import native_bf16
 from fpt.results import cpu_shares, cpu_ticks, environment
 from fpt.tasks import TaskSpec, get_task
 from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, make_optimizer, resolve_device
@@ -360,7 +363,9 @@ def bench_shape(
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     matmuls, n, matmul_flops = matmul_rows(device, dtype, matmul)
     half_matmuls = {}
-    if "fpt-bf16" in rows:  # bf16 has its own peak: the bf16 row's MFU is read against it, not against fp32's
+    # bf16 has its own peak: the bf16 row's MFU is read against it, not against fp32's. A CPU without bf16
+    # instructions emulates it: that matmul is no peak (and takes minutes a repeat), so it is not timed there
+    if "fpt-bf16" in rows and (device.type != "cpu" or native_bf16()):
         half, _, _ = matmul_rows(device, torch.bfloat16, matmul)
         half_matmuls = {f"{name} bf16": row for name, row in half.items()}
     for row in rows.values():
@@ -378,7 +383,7 @@ def bench_shape(
     for name, row in sorted(rows.items(), key=lambda item: ROWS.index(item[0])):
         step = median(seconds[name])
         flops, cpu_peak = counted[name]
-        peak_flops = peak["matmul_bf16" if name == "fpt-bf16" else "matmul"]["flops_per_second"]
+        peak_row = peak.get("matmul_bf16") if name == "fpt-bf16" else peak["matmul"]
         out_rows[name] = {
             "step_seconds": step,
             "step_seconds_all": seconds[name],
@@ -387,7 +392,7 @@ def bench_shape(
             "peak_bytes": cuda_peaks[name] if device.type == "cuda" else cpu_peak,
             "flops_per_step": flops,
             "flops_per_second": flops / step,
-            "mfu": flops / step / peak_flops,
+            "mfu": None if peak_row is None else flops / step / peak_row["flops_per_second"],
             "trainable_params": row.trainable_params,
             "note": row.note,
         }
@@ -517,7 +522,8 @@ def run_bench(settings: BenchSettings | None = None, command: str | None = None)
             "optimizer state, activations, temporaries), tracked by a TorchDispatchMode",
             "flops": "torch.utils.flop_counter.FlopCounterMode over one eager step (matmuls and attention)",
             "mfu": "achieved FLOP/s ÷ the median FLOP/s of the dense matmul row (the faster kernel where two are "
-            "timed: torch.matmul and, on a CPU, oneDNN's), timed in the same rounds",
+            "timed: torch.matmul and, on a CPU, oneDNN's), timed in the same rounds; none for fpt-bf16 on a CPU "
+            "without bf16 instructions, whose emulated bf16 matmul is no peak and is not timed",
         },
         "environment": environment(dev),
         "shapes": results,

@@ -24,7 +24,7 @@ def table(record: dict[str, Any]) -> list[list[str]]:
                 "–" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:,.0f}",
                 f"{r['flops_per_step'] / 1e9:,.1f}",
                 f"{r['flops_per_second'] / 1e9:,.1f}",
-                f"{r['mfu']:.1%}",
+                "–" if r["mfu"] is None else f"{r['mfu']:.1%}",
             ])  # fmt: skip
         for m in (shape["matmul"], shape.get("matmul_bf16")):  # the peak of MFU; bf16's beside the fpt-bf16 row
             if m is None:
