@@ -309,7 +309,7 @@ def answers(settings: list[Setting]) -> list[str]:
         ]
     else:
         out.append("No pair of FPT settings that differ only in init.")
-    out += ["", "### Where does FPT stand against full training, LSTM and linear?", ""]
+    out += ["", "### Where does FPT stand against each baseline?", ""]
     others = list(dict.fromkeys(s.label for s in settings if s.model != "fpt"))
     rows = []
     for f in (s for s in settings if is_fpt(s)):
