@@ -252,6 +252,39 @@ def test_regression_tasks_choose_the_lowest_error_and_say_so(tmp_path):
     assert said in report and "| task | FPT (%, or error) |" in report  # the answers name the error, not accuracy
 
 
+def test_a_small_error_keeps_three_significant_digits(tmp_path):
+    """An MSE of 0.0018 is not shown as 0.002: error cells, differences and the lr table keep 3 significant digits
+    below 0.1, and 3 decimals above."""
+    from fpt.experiments.report import difference
+    from fpt.experiments.settings import digits_of
+
+    assert [digits_of("mse", m) for m in (0.00184, 0.0213, 0.5, 12.0, None)] == [5, 4, 3, 3, 3]
+    assert digits_of("accuracy", 0.001) == 1
+    runs = [regression_record("covid", "fpt", 1e-3, seed, 0.001, 0.00184 + seed * 1e-5) for seed in range(3)]
+    runs += [regression_record("covid", "ets", 1e-3, seed, 0.001, 0.0021, model="ets") for seed in range(3)]
+    fpt_setting, ets = select(runs)
+    assert fpt_setting.cell() == "0.00185 ± 0.00002 (n=3)"
+    assert difference(fpt_setting, ets) == ("-0.00025 [-0.00027, -0.00023]", "lower (better)")  # t(2) 4.303 × 1e-5 / √3
+
+
+def test_a_sweep_of_many_tasks_tabulates_a_row_per_task(tmp_path):
+    """Past WIDE tasks (the time-series suite's 19 sets), the model tables turn: a row per task, a column per model."""
+    from fpt.experiments.report import WIDE
+
+    results = tmp_path / "results.jsonl"
+    tasks = [f"set{i}" for i in range(WIDE + 1)]
+    for task in tasks:
+        for model in ("fpt", "linear"):
+            append_record(results, record(task, model, 1e-3, 0, 0.8, 0.75, model=model))
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    assert "## Table 1: task × model (test accuracy, %)" in report
+    assert "| task \\ model | fpt | linear |" in report
+    assert all(f"| {task} | 75.0 (n=1, no CI) | 75.0 (n=1, no CI) |" in report for task in tasks)
+    results.write_text("".join(line + "\n" for line in results.read_text().splitlines()[: 2 * WIDE]))
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    assert "## Table 1: model × task (test accuracy, %)" in report and "| fpt | 75.0 (n=1, no CI) |" in report
+
+
 def test_the_language_model_question_is_answered_per_task(tmp_path):
     """FPT against its random init, no transformer blocks and one block trained from scratch (Tan et al.'s
     ablations), told apart by their configs; the ablations are not FPT rows themselves."""

@@ -110,11 +110,19 @@ def pivot(rows: list[Record], row_key: str, col_key: str, metric: str = "test_ac
 # ---- tables ---------------------------------------------------------------------------------------------------------
 
 
+WIDE = 8  # tasks a model × task table holds as columns; a sweep of more gets a row per task
+
+
 def table(
-    settings: list[Setting], row_of: Callable[[Setting], str], corner: str, fmt: Callable[[Setting], str]
+    settings: list[Setting],
+    row_of: Callable[[Setting], str],
+    corner: str,
+    fmt: Callable[[Setting], str],
+    by_task: bool = False,
 ) -> tuple[str, int]:
     """A markdown table of settings: rows by `row_of` (the setting's label is added where two settings share a row
-    and task), columns by task label. Returns it and its number of rows."""
+    and task), columns by task label; `by_task`: a row per task and a column per `row_of` value instead (`corner`
+    'model \\ task' becomes 'task \\ model'). Returns it and its number of `row_of` values."""
     tasks = list(dict.fromkeys(s.task for s in settings))
     shared = Counter((row_of(s), s.task) for s in settings)
     cells: dict[str, dict[str, str]] = {}
@@ -124,9 +132,17 @@ def table(
             row = f"{row} [{s.label}]"
         cells.setdefault(row, {})[s.task] = fmt(s)
     metrics = {s.task: s.metric for s in settings}
-    named = [t if metrics[t] == "accuracy" else f"{t} ({metrics[t].upper()}, lower is better)" for t in tasks]
-    lines = [f"| {corner} | " + " | ".join(named) + " |", "|---|" + "---|" * len(tasks)]
-    lines += [f"| {row} | " + " | ".join(c.get(t, "–") for t in tasks) + " |" for row, c in cells.items()]
+    named = {t: t if metrics[t] == "accuracy" else f"{t} ({metrics[t].upper()}, lower is better)" for t in tasks}
+    if by_task:
+        sep = " \\ "
+        lines = [
+            f"| {sep.join(reversed(corner.split(sep)))} | " + " | ".join(cells) + " |",
+            "|---|" + "---|" * len(cells),
+        ]
+        lines += [f"| {named[t]} | " + " | ".join(c.get(t, "–") for c in cells.values()) + " |" for t in tasks]
+    else:
+        lines = [f"| {corner} | " + " | ".join(named.values()) + " |", "|---|" + "---|" * len(tasks)]
+        lines += [f"| {row} | " + " | ".join(c.get(t, "–") for t in tasks) + " |" for row, c in cells.items()]
     return "\n".join(lines), len(cells)
 
 
@@ -161,7 +177,7 @@ def selection_table(settings: list[Setting]) -> str:
             runs = s.on_common_seeds(lr)
             ok = [r[f"val_{s.metric}"] for r in runs if r["status"] == "ok"]
             failed = len(runs) - len(ok)
-            text = f"{scale_of(s.metric) * mean(ok):.{digits_of(s.metric)}f}" if ok else "–"
+            text = f"{scale_of(s.metric) * mean(ok):.{digits_of(s.metric, mean(ok))}f}" if ok else "–"
             per_lr.append(f"{lr:g}: {text}" + (f" ({failed}/{len(runs)} failed)" if failed else ""))
         lines.append(f"| {s.task} | {s.label} | {s.lr:g} | {'; '.join(per_lr)} |")
     return "\n".join(lines)
@@ -170,10 +186,11 @@ def selection_table(settings: list[Setting]) -> str:
 def difference(a: Setting, b: Setting) -> tuple[str, str]:
     """'+1.2 [−0.5, +2.9]' (points of test accuracy, or the task's error metric, with its 95% Welch interval) and a
     verdict for a vs b."""
-    metric, d = a.metric, digits_of(a.metric)
+    metric = a.metric
     va, vb = ([scale_of(metric) * v for v in s.values(f"test_{metric}")] for s in (a, b))
     if not va or not vb:
         return "–", "no finished runs"
+    d = digits_of(metric, mean(vb))  # the baseline's magnitude: a task's differences share their decimals
     diff, half = welch(va, vb)
     if half is None:
         return f"{diff:+.{d}f}", "n=1: no interval"
@@ -472,28 +489,32 @@ def preamble(paths: list[Path], records: list[dict], settings: list[Setting], fa
 
 
 def tables(settings: list[Setting]) -> list[str]:
-    """Model × task, the backbone and trained-group views where a sweep varied them, steps to converge, lr choice."""
-    md = ["", "## Table 1: model × task (test accuracy, %)", "", table(settings, lambda s: s.label, "model \\ task",
-          Setting.cell)[0]]  # fmt: skip
+    """Model × task, the backbone and trained-group views where a sweep varied them, steps to converge, lr choice. A
+    sweep of more than WIDE tasks gets its model tables a row per task (sets as rows, as the time-series field
+    tabulates them), so that they stay readable."""
+    by_task = len({s.task for s in settings}) > WIDE
+    view = "task × model" if by_task else "model × task"
+    md = ["", f"## Table 1: {view} (test accuracy, %)", "", table(settings, lambda s: s.label, "model \\ task",
+          Setting.cell, by_task)[0]]  # fmt: skip
     fpts = [s for s in settings if is_fpt(s, init=None)]
     text, rows = table(fpts, lambda s: f"{s.first['backbone']} / {s.first['init']}", "backbone / init \\ task",
-                       Setting.cell)  # fmt: skip
+                       Setting.cell, by_task)  # fmt: skip
     if rows > 1:
         md += ["", "## Pretraining modality: frozen backbone × task (FPT, test accuracy, %)", "", text]
     ablation = [s for s in settings if s.model == "fpt" and s.first["init"] == "pretrained"]
     ablation.sort(key=lambda s: len(s.groups))
-    text, rows = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell)
+    text, rows = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell, by_task)
     if rows > 1:
         md += ["", "## Which parameters train: groups × task (FPT, pretrained, test accuracy, %)", "", text]
     return md + [
         "",
-        "## Trained weights: model × task (count, and % of the model's weights)",
+        f"## Trained weights: {view} (count, and % of the model's weights)",
         "",
-        table(settings, lambda s: s.label, "model \\ task", params_cell)[0],
+        table(settings, lambda s: s.label, "model \\ task", params_cell, by_task)[0],
         "",
         f"## Steps to converge (first validation at ≥ {CONVERGED:.0%} of the run's best val accuracy)",
         "",
-        table(settings, lambda s: s.label, "model \\ task", steps_cell)[0],
+        table(settings, lambda s: s.label, "model \\ task", steps_cell, by_task)[0],
         "",
         "## Learning-rate selection",
         "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from math import floor, isfinite, log10
 from statistics import mean
 from typing import Any
 
@@ -31,8 +32,14 @@ def scale_of(metric: str) -> float:
     return 100.0 if metric == "accuracy" else 1.0
 
 
-def digits_of(metric: str) -> int:
-    return 1 if metric == "accuracy" else 3
+def digits_of(metric: str, magnitude: float | None = None) -> int:
+    """Decimals to show: accuracy in % to 0.1; an error metric to 3 decimals, or to 3 significant digits of a
+    `magnitude` below 0.1 (a task whose MSE is 0.0018 shows 0.00184, not 0.002)."""
+    if metric == "accuracy":
+        return 1
+    if not magnitude or not isfinite(magnitude) or abs(magnitude) >= 0.1:
+        return 3
+    return min(2 - floor(log10(abs(magnitude))), 12)
 
 
 def val_score(record: Record) -> float:
@@ -146,7 +153,8 @@ class Setting:
     def cell(self, metric: str | None = None) -> str:
         """The chosen lr's test number (the task's metric unless `metric` names another field) over seeds."""
         values = self.values(metric or f"test_{self.metric}")
-        return cell(values, scale_of(self.metric), digits_of(self.metric), self.failed, self.capped, self.carried)
+        digits = digits_of(self.metric, mean(values) if values else None)
+        return cell(values, scale_of(self.metric), digits, self.failed, self.capped, self.carried)
 
 
 def setting_label(model_label: str, axes: dict[str, Any]) -> str:
