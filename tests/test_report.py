@@ -280,6 +280,12 @@ def test_a_sweep_of_many_tasks_tabulates_a_row_per_task(tmp_path):
     assert "## Table 1: task × model (test accuracy, %)" in report
     assert "| task \\ model | fpt | linear |" in report
     assert all(f"| {task} | 75.0 (n=1, no CI) | 75.0 (n=1, no CI) |" in report for task in tasks)
+    assert f"| mean over the {WIDE + 1} accuracy tasks | 75.0 | 75.0 |" in report
+    append_record(results, record("set0", "fpt", 1e-3, 1, 0.8, 0.95))  # fpt: (95 + 75) / 2 on set0
+    append_record(results, regression_record("airline", "fpt", 1e-3, 0, 0.5, 0.6))  # an error: not in the mean
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    assert "| airline (MASE, lower is better) | 0.600 (n=1, no CI) | – |" in report
+    assert f"| mean over the {WIDE + 1} accuracy tasks | {(85 + 75 * WIDE) / (WIDE + 1):.1f} | 75.0 |" in report
     results.write_text("".join(line + "\n" for line in results.read_text().splitlines()[: 2 * WIDE]))
     report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
     assert "## Table 1: model × task (test accuracy, %)" in report and "| fpt | 75.0 (n=1, no CI) |" in report

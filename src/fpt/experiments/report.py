@@ -119,18 +119,24 @@ def table(
     corner: str,
     fmt: Callable[[Setting], str],
     by_task: bool = False,
+    mean_row: bool = False,
 ) -> tuple[str, int]:
     """A markdown table of settings: rows by `row_of` (the setting's label is added where two settings share a row
     and task), columns by task label; `by_task`: a row per task and a column per `row_of` value instead (`corner`
-    'model \\ task' becomes 'task \\ model'). Returns it and its number of `row_of` values."""
+    'model \\ task' becomes 'task \\ model'), and with `mean_row` a last row: each column's test accuracy averaged
+    over the accuracy tasks, where it has finished runs on all of them (the mean over data sets the time-series
+    field compares). Returns it and its number of `row_of` values."""
     tasks = list(dict.fromkeys(s.task for s in settings))
     shared = Counter((row_of(s), s.task) for s in settings)
     cells: dict[str, dict[str, str]] = {}
+    accuracy: dict[str, dict[str, float]] = {}
     for s in settings:
         row = row_of(s)
         if any(shared[(row, t)] > 1 for t in tasks):
             row = f"{row} [{s.label}]"
         cells.setdefault(row, {})[s.task] = fmt(s)
+        if s.metric == "accuracy" and s.ok:
+            accuracy.setdefault(row, {})[s.task] = 100 * mean(s.values("test_accuracy"))
     metrics = {s.task: s.metric for s in settings}
     named = {t: t if metrics[t] == "accuracy" else f"{t} ({metrics[t].upper()}, lower is better)" for t in tasks}
     if by_task:
@@ -140,6 +146,11 @@ def table(
             "|---|" + "---|" * len(cells),
         ]
         lines += [f"| {named[t]} | " + " | ".join(c.get(t, "–") for c in cells.values()) + " |" for t in tasks]
+        scored = [t for t in tasks if metrics[t] == "accuracy"]
+        if mean_row and len(scored) > 1:
+            means = [accuracy.get(row, {}) for row in cells]
+            row_means = [f"{mean(m[t] for t in scored):.1f}" if all(t in m for t in scored) else "–" for m in means]
+            lines.append(f"| mean over the {len(scored)} accuracy tasks | " + " | ".join(row_means) + " |")
     else:
         lines = [f"| {corner} | " + " | ".join(named.values()) + " |", "|---|" + "---|" * len(tasks)]
         lines += [f"| {row} | " + " | ".join(c.get(t, "–") for t in tasks) + " |" for row, c in cells.items()]
@@ -495,7 +506,7 @@ def tables(settings: list[Setting]) -> list[str]:
     by_task = len({s.task for s in settings}) > WIDE
     view = "task × model" if by_task else "model × task"
     md = ["", f"## Table 1: {view} (test accuracy, %)", "", table(settings, lambda s: s.label, "model \\ task",
-          Setting.cell, by_task)[0]]  # fmt: skip
+          Setting.cell, by_task, mean_row=True)[0]]  # fmt: skip
     fpts = [s for s in settings if is_fpt(s, init=None)]
     text, rows = table(fpts, lambda s: f"{s.first['backbone']} / {s.first['init']}", "backbone / init \\ task",
                        Setting.cell, by_task)  # fmt: skip
