@@ -627,3 +627,100 @@ def test_paper_bit_memory_figures_come_from_its_record():
         f"{100 * rnd['val_accuracy']:.1f}% (step {rnd['best_step']:,}), test {100 * rnd['test_accuracy']:.1f}%, "
         f"stopped on a plateau at step {rnd['steps_run']:,}",
     ])  # fmt: skip
+
+
+def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
+    """The README's classification table and the figures under it, and docs/timeseries.md's forecasting table and
+    its sentences, are read off results/ts-suite/ts-suite.jsonl: when the records change, these fail."""
+    from fpt.experiments.plan import Plan, load_sweep
+    from fpt.experiments.report import difference, is_fpt, lm_answers
+
+    settings = select(normalise(load_results([ROOT / "results/ts-suite/ts-suite.jsonl"])))
+    runs = sum(1 for _ in open(ROOT / "results/ts-suite/ts-suite.jsonl"))
+    assert runs == Plan.of(load_sweep(ROOT / "configs/ts-suite.yaml")).total() == 446  # the sweep is complete
+    readme, page = flat(text("README.md")), flat(text("timeseries"))
+    assert "446 of 446 runs" in readme and "446 runs" in page
+    order = ["fpt", "minirocket", "dtw-1nn"]
+    main = sorted(
+        (s for s in settings if s.metric == "accuracy" and s.label in order), key=lambda s: order.index(s.label)
+    )
+    classification = table(main, lambda s: s.label, "model \\ task", Setting.cell, True, mean_row=True)[0]
+    assert classification in text("README.md")
+    errors = [s for s in settings if s.metric != "accuracy" and s.label in (*order, "seasonal-naive", "dlinear", "ets")]
+    assert table(errors, lambda s: s.label, "model \\ task", Setting.cell, True)[0] in text("timeseries")
+
+    get = {(s.task, s.label): s for s in settings}
+    acc = {key: 100 * sum(s.values("test_accuracy")) / len(s.ok) for key, s in get.items() if s.metric == "accuracy"}
+    sets = [s.task for s in main if s.label == "fpt"]
+    mean = {m: sum(acc[(t, m)] for t in sets) / len(sets) for m in order}
+    assert f"by {mean['minirocket'] - mean['fpt']:.1f} points ({mean['fpt']:.1f} against {mean['minirocket']:.1f}; " \
+           f"1-NN DTW {mean['dtw-1nn']:.1f})" in readme  # fmt: skip
+    assert f"{mean['fpt']:.1f}% against MiniRocket's {mean['minirocket']:.1f}%" in page
+
+    def versus(task: str, label: str) -> tuple[float, float, float, str]:
+        diff, verdict = difference(get[(task, "fpt")], get[(task, label)])
+        d, lo, hi = (float(x) for x in diff.replace("[", "").replace("]", "").replace(",", "").split())
+        return d, lo, hi, verdict
+
+    below = {
+        "acsf1": "ACSF1",
+        "arrowhead": "ArrowHead",
+        "osuleaf": "OSULeaf",
+        "pickupgesturewiimotez": "PickupGestureWiimoteZ",
+    }
+    level = [t for t in sets if versus(t, "minirocket")[3] == "no clear difference"]
+    assert len(level) == 6 and sorted(set(sets) - set(level)) == sorted(below)
+    for task, name in below.items():
+        d, lo, hi, _ = versus(task, "minirocket")
+        assert f"{name} by {-d:.1f} [{-hi:.1f}, {-lo:.1f}]" in readme
+        assert (
+            f"{name} (−{-d:.1f} points [−{-lo:.1f}, −{-hi:.1f}])" in page
+            or f"{name} (−{-d:.1f} [−{-lo:.1f}, −{-hi:.1f}])" in page
+        )
+    for label, words in (("one-layer", "one trained transformer layer"), ("no-transformer", "the input layer alone")):
+        shown = ", ".join(f"{acc[(t, label)]:.1f}" for t in below)
+        assert f"{words} ({shown})" in readme, label
+    info = {t: get[(t, "fpt")].first["task_info"] for t in sets}
+    assert (
+        ", ".join(str(info[t]["patch"]) for t in below) == "92, 16, 27, 23"
+        and "a patch of 92, 16, 27 and 23 steps" in page
+    )
+    assert max(info[t]["patch"] for t in level) == 10 and min(info[t]["patch"] for t in level) == 2
+    train = [info[t]["split_sizes"]["train"] for t in below]
+    assert f"({min(train)}-{max(train)} series after the validation split)" in page
+
+    # forecasting: the best baseline per set, and FPT against it
+    forecasters = ("seasonal-naive", "dlinear", "ets")
+    best = {}
+    for task in ("airline", "lynx", "shampoosales", "uschange", "solar", "pbs", "m1-yearly"):
+        mase = {b: sum(get[(task, b)].values("test_mase")) / 3 for b in forecasters}
+        best[task] = min(mase, key=mase.get)
+    assert versus("uschange", best["uschange"])[3] == "lower (better)" and best["uschange"] == "ets"
+    d, lo, hi, _ = versus("uschange", "ets")
+    assert f"Uschange (ETS, by {-d:.3f} MASE [{-hi:.3f}, {-lo:.3f}])" in page
+    assert all(versus(t, best[t])[3] == "no clear difference" for t in ("lynx", "m1-yearly"))
+    worse = {"airline": "Airline (DLinear", "shampoosales": "ShampooSales (seasonal naive",
+             "solar": "solar (seasonal naive", "pbs": "PBS (seasonal naive"}  # fmt: skip
+    for task, words in worse.items():
+        d, _, _, verdict = versus(task, best[task])
+        assert verdict == "higher (worse)" and f"{words}, by {d:.3f})" in page, task
+    for task in ("covid3month", "cardanosentiment"):
+        assert versus(task, "minirocket")[3] == "no clear difference" and versus(task, "dtw-1nn")[3] == "lower (better)"
+
+    # does the language model help: FPT − random init, no transformer, one trained layer, over the 19 sets
+    rows = [line.split(" | ")[2:] for line in lm_answers(settings) if line.startswith("| ") and " | fpt " in line]
+    assert len(rows) == 19 == sum(is_fpt(s) for s in settings)
+    verdicts = [[cell.removesuffix(" |").rpartition(" (")[2] for cell in r] for r in rows]
+    better = [sum(v[i] in ("higher)", "better))") for v in verdicts) for i in range(3)]
+    worse_n = [sum(v[i] in ("lower)", "worse))") for v in verdicts) for i in range(3)]
+    assert better == [3, 8, 1] and max(worse_n) <= 1
+    assert "FPT beats its random init on 3, no transformer on 8, and one trained layer on 1" in readme
+    assert "costs accuracy on 8 of the 19 sets" in page
+
+    # the development group's 32-token runs quoted beside the gap
+    recipe = {
+        r["task_label"]: 100 * r["test_accuracy"]
+        for r in map(json.loads, open(ROOT / "results/ts-recipe/ts-recipe.jsonl"))
+    }
+    assert f"ACSF1 from {recipe['acsf1']:.1f} to {recipe['acsf1-32']:.1f}%" in page
+    assert f"PickupGestureWiimoteZ from {recipe['pickup']:.1f} to {recipe['pickup-32']:.1f}%" in page
