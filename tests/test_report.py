@@ -370,3 +370,25 @@ def test_trained_weights_cell_gives_the_count_and_its_share():
     big = record("xor", "big", 1e-3, 0, 0.9, 0.9, trainable_params=230_056, total_params=22_588_840)
     cells = [params_cell(s) for s in select([fpt, full, big])]
     assert cells == ["1,000 (0.0044%)", "50,000 (100%)", "230,056 (1.02%)"]
+
+
+def test_learning_curves_give_a_setting_one_colour_on_every_panel(tmp_path, monkeypatch):
+    """A label keeps its colour across panels, also where a task lacks another label's runs (the time-series suite's
+    forecasting panels have DLinear, its classification panels do not)."""
+    from matplotlib.figure import Figure
+
+    from fpt.experiments.plots import accuracy_vs_params, learning_curves
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *args, **kwargs: saved.append(fig))
+    runs = [record("a", "linear", 1e-3, 0, 0.7, 0.7, model="linear"), record("a", "fpt", 1e-3, 0, 0.8, 0.8)]
+    runs += [record("b", "fpt", 1e-3, 0, 0.9, 0.9)]
+    learning_curves(select(runs), tmp_path / "curves.png")
+    accuracy_vs_params(select(runs), tmp_path / "params.png")
+    for fig in saved:
+        colours = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                line = handle.lines[0] if hasattr(handle, "lines") else handle  # an errorbar's, or a plain line
+                colours.setdefault(label.split(" ")[0], set()).add(line.get_color())
+        assert colours == {"linear": {"C0"}, "fpt": {"C1"}}

@@ -43,12 +43,19 @@ def axis_label(split: str, metric: str) -> str:
     return f"{split} accuracy (%)" if metric == "accuracy" else f"{split} {metric.upper()} (lower is better)"
 
 
+def colours(settings: list[Setting]) -> dict[str, str]:
+    """One colour per setting label, the same on every panel and in both figures (a panel without an earlier label's
+    runs would otherwise shift matplotlib's colour cycle)."""
+    return {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(s.label for s in settings))}
+
+
 def learning_curves(settings: list[Setting], path: Path) -> None:
     """Validation accuracy against step, one panel per task, one line per setting (its chosen lr): the mean over
     seeds, with a band from the lowest to the highest seed."""
     from fpt.experiments.settings import scale_of
 
     tasks = by_task(settings)
+    colour = colours(settings)
     fig, axes = panels(len(tasks))
     for ax, (task, group) in zip(axes, tasks.items(), strict=True):
         for s in group:
@@ -62,6 +69,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
                 [np.mean(v) for v in values],
                 marker="o",
                 markersize=3,
+                color=colour[s.label],
                 label=f"{s.label} (lr {s.lr:g}, n={len(curves)})",
             )
             ax.fill_between(
@@ -82,6 +90,7 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
     from fpt.experiments.settings import mean_ci, scale_of
 
     tasks = by_task(settings)
+    colour = colours(settings)
     fig, axes = panels(len(tasks))
     for ax, (task, group) in zip(axes, tasks.items(), strict=True):
         for s in group:
@@ -89,7 +98,8 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
                 continue
             m, half = mean_ci([scale_of(s.metric) * v for v in s.values(f"test_{s.metric}")])
             params = float(np.mean(s.values("trainable_params")))
-            ax.errorbar([params], [m], yerr=[[half or 0.0], [half or 0.0]], fmt="o", capsize=3, label=s.label)
+            ax.errorbar([params], [m], yerr=[[half or 0.0], [half or 0.0]], fmt="o", capsize=3, label=s.label,
+                        color=colour[s.label])  # fmt: skip
         ax.set_xscale("log")
         ax.set(title=task, xlabel="trained parameters", ylabel=axis_label("test", group[0].metric))
         ax.grid(alpha=0.3, which="both")
