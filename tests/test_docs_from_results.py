@@ -707,6 +707,14 @@ def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
     for task in ("covid3month", "cardanosentiment"):
         assert versus(task, "minirocket")[3] == "no clear difference" and versus(task, "dtw-1nn")[3] == "lower (better)"
 
+    sizes = {t: get[(t, "fpt")].first["task_info"]["split_sizes"] for t in best}
+    assert sizes["shampoosales"] == {"train": 11, "val": 2, "test": 2} and sizes["m1-yearly"]["train"] == 744
+    others = [sizes[t]["train"] for t in best if t not in ("shampoosales", "m1-yearly")]
+    assert f"the others {min(others)}-{max(others)}" in page
+    trained = ("fpt", "fpt-random", "no-transformer", "one-layer")
+    early = {t for t in best if all(r["best_step"] <= 100 for m in trained for r in get[(t, m)].ok)}
+    assert early == {"shampoosales", "uschange"} and "lowest validation error at step 50 or 100" in page
+
     # does the language model help: FPT − random init, no transformer, one trained layer, over the 19 sets
     rows = [line.split(" | ")[2:] for line in lm_answers(settings) if line.startswith("| ") and " | fpt " in line]
     assert len(rows) == 19 == sum(is_fpt(s) for s in settings)
