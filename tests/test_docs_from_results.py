@@ -633,6 +633,7 @@ def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
     """The README's classification table and the figures under it, and docs/timeseries.md's forecasting table and
     its sentences, are read off results/ts-suite/ts-suite.jsonl: when the records change, these fail."""
     from fpt.experiments.plan import Plan, load_sweep
+    from fpt.experiments.records import read_records
     from fpt.experiments.report import difference, is_fpt, lm_answers
 
     settings = select(normalise(load_results([ROOT / "results/ts-suite/ts-suite.jsonl"])))
@@ -725,10 +726,13 @@ def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
     assert "FPT beats its random init on 3, no transformer on 8, and one trained layer on 1" in readme
     assert "costs accuracy on 8 of the 19 sets" in page
 
-    # the development group's 32-token runs quoted beside the gap
-    recipe = {
-        r["task_label"]: 100 * r["test_accuracy"]
-        for r in map(json.loads, open(ROOT / "results/ts-recipe/ts-recipe.jsonl"))
-    }
-    assert f"ACSF1 from {recipe['acsf1']:.1f} to {recipe['acsf1-32']:.1f}%" in page
-    assert f"PickupGestureWiimoteZ from {recipe['pickup']:.1f} to {recipe['pickup-32']:.1f}%" in page
+    # the 64-token probe on the four sets short of MiniRocket: seed 0 of the suite against seed 0 at 64 tokens
+    probe = read_records(ROOT / "results/ts-tokens-probe/ts-tokens-probe.jsonl")
+    assert len(probe) == 4 and all(r["lr"] == 3e-4 and r["seed"] == 0 for r in probe)
+    assert [r["task_info"]["patch"] for r in probe] == [23, 4, 7, 6]
+    for r in probe:
+        task = r["task_label"].removesuffix("-64")
+        (suite,) = [s for s in get[(task, "fpt")].ok if s["seed"] == 0]
+        assert suite["lr"] == 3e-4
+        shown = f"{100 * suite['test_accuracy']:.1f} to {100 * r['test_accuracy']:.1f}% on {below[task]}"
+        assert shown in page, shown
