@@ -162,11 +162,11 @@ def test_llama_backbone_benches_against_its_reference(tiny_llama_dir):
 def test_bf16_row_runs_beside_the_fp32_step_and_gives_its_speed_ratio(tiny_bert_dir, monkeypatch, native):
     """`fpt-bf16` is fpt's step under bf16 autocast beside the fp32 one; a bench that runs in bf16 skips it. On a CPU
     that only emulates bf16 its MFU is not given: an emulated matmul is no peak (and is not timed)."""
-    from fpt.performance import bench
+    from fpt import placement
     from fpt.performance.bench import BenchSettings, run_bench
     from fpt.performance.render import render_markdown, table
 
-    monkeypatch.setattr(bench, "native_bf16", lambda: native)
+    monkeypatch.setattr(placement, "native_bf16", lambda: native)
 
     settings = BenchSettings(backbone="bert", backbone_path=tiny_bert_dir, shapes=["long=2x16"], repeats=1, warmup=1,
                              threads=1, rows="fpt,fpt-bf16", dtype="fp32", matmul=256)  # fmt: skip

@@ -87,10 +87,15 @@ def native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def emulates_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls on `device` are emulated: a CPU without bf16 instructions (many times slower than fp32)."""
+    return device.type == "cpu" and not native_bf16()
+
+
 def check_precision(precision: str, device: torch.device) -> bool:
     """Say on stderr when bf16 autocast would run on a CPU without bf16 instructions (emulated, many times slower than
     fp32); True if it was said. A run is not changed: its precision is part of its config and of its numbers."""
-    if precision != "bf16" or device.type != "cpu" or native_bf16():
+    if precision != "bf16" or not emulates_bf16(device):
         return False
     print(
         "fpt: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so --precision bf16 runs emulated, many times "

@@ -57,7 +57,7 @@ from fpt.performance.measure import (
     sync,
 )
 from fpt.performance.reference import Reference
-from fpt.placement import native_bf16
+from fpt.placement import emulates_bf16
 from fpt.results import cpu_shares, cpu_ticks, environment
 from fpt.tasks import TaskSpec, get_task
 from fpt.train import Stepper, autocast, build_model, deterministic, loss_fn, make_optimizer, resolve_device
@@ -365,7 +365,7 @@ def bench_shape(
     half_matmuls = {}
     # bf16 has its own peak: the bf16 row's MFU is read against it, not against fp32's. A CPU without bf16
     # instructions emulates it: that matmul is no peak (and takes minutes a repeat), so it is not timed there
-    if "fpt-bf16" in rows and (device.type != "cpu" or native_bf16()):
+    if "fpt-bf16" in rows and not emulates_bf16(device):
         half, _, _ = matmul_rows(device, torch.bfloat16, matmul)
         half_matmuls = {f"{name} bf16": row for name, row in half.items()}
     for row in rows.values():
