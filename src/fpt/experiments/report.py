@@ -128,15 +128,13 @@ def table(
     field compares). Returns it and its number of `row_of` values."""
     tasks = list(dict.fromkeys(s.task for s in settings))
     shared = Counter((row_of(s), s.task) for s in settings)
-    cells: dict[str, dict[str, str]] = {}
-    accuracy: dict[str, dict[str, float]] = {}
+    by_row: dict[str, dict[str, Setting]] = {}
     for s in settings:
         row = row_of(s)
         if any(shared[(row, t)] > 1 for t in tasks):
             row = f"{row} [{s.label}]"
-        cells.setdefault(row, {})[s.task] = fmt(s)
-        if s.metric == "accuracy" and s.ok:
-            accuracy.setdefault(row, {})[s.task] = 100 * mean(s.values("test_accuracy"))
+        by_row.setdefault(row, {})[s.task] = s
+    cells = {row: {t: fmt(s) for t, s in group.items()} for row, group in by_row.items()}
     metrics = {s.task: s.metric for s in settings}
     named = {t: t if metrics[t] == "accuracy" else f"{t} ({metrics[t].upper()}, lower is better)" for t in tasks}
     if by_task:
@@ -148,8 +146,12 @@ def table(
         lines += [f"| {named[t]} | " + " | ".join(c.get(t, "–") for c in cells.values()) + " |" for t in tasks]
         scored = [t for t in tasks if metrics[t] == "accuracy"]
         if mean_row and len(scored) > 1:
-            means = [accuracy.get(row, {}) for row in cells]
-            row_means = [f"{mean(m[t] for t in scored):.1f}" if all(t in m for t in scored) else "–" for m in means]
+            row_means = [
+                f"{mean(100 * mean(group[t].values('test_accuracy')) for t in scored):.1f}"
+                if all(t in group and group[t].ok for t in scored)
+                else "–"
+                for group in by_row.values()
+            ]
             lines.append(f"| mean over the {len(scored)} accuracy tasks | " + " | ".join(row_means) + " |")
     else:
         lines = [f"| {corner} | " + " | ".join(named.values()) + " |", "|---|" + "---|" * len(tasks)]
