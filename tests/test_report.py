@@ -315,6 +315,29 @@ def test_the_language_model_question_is_answered_per_task(tmp_path):
     ]
 
 
+def test_fpt_on_two_backbones_answers_a_task_in_adjacent_rows(tmp_path):
+    """Two results files, FPT on minilm over tasks a and b and on smollm2 over a: each answer table lists a's two FPT
+    rows together, then b's, whatever order the files hold them in."""
+    first, second = tmp_path / "minilm.jsonl", tmp_path / "smollm2.jsonl"
+    for seed in range(3):
+        for task in ("a", "b"):
+            append_record(first, record(task, "fpt", 1e-3, seed, 0.9, 0.9, config={"layers": None}))
+            append_record(first, record(task, "linear", 1e-3, seed, 0.8, 0.8, model="linear", groups=("all",)))
+            append_record(first, record(task, "no-lm", 1e-3, seed, 0.7, 0.7, config={"layers": 0}))
+            append_record(first, record(task, "fpt", 1e-3, seed, 0.6, 0.6, init="random", config={"layers": None},
+                                        run_id=f"{task}-random-{seed}", model_label="fpt-random"))  # fmt: skip
+        append_record(second, record("a", "fpt-smollm2", 1e-3, seed, 0.95, 0.95, backbone="smollm2"))
+    report = write_report([first, second], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    for title in ("Does a pretrained", "Where does FPT stand", "Does the language model help?"):
+        section = report.split(f"### {title}")[1].split("\n#")[0]
+        rows = [line.split(" | ")[:2] for line in section.splitlines() if line.startswith(("| a |", "| b |"))]
+        labels = [(task.removeprefix("| "), cell.split()[0]) for task, cell in rows]
+        if title == "Does a pretrained":  # FPT against its random init: only minilm has one
+            assert labels == [("a", "minilm"), ("b", "minilm")], labels
+        else:
+            assert labels == [("a", "fpt"), ("a", "fpt-smollm2"), ("b", "fpt")], (title, labels)
+
+
 def test_one_config_change_is_answered_per_task(tmp_path):
     """Settings on one task whose run configs differ in a single field (not lr or seed) are compared, the default
     value first whichever setting came first; two fields changed, or an init change (answered above), make no row."""

@@ -219,6 +219,14 @@ def is_fpt(s: Setting, init: str | None = "pretrained") -> bool:
     return s.model == "fpt" and s.groups == PAPER_GROUPS and whole and (init is None or s.first["init"] == init)
 
 
+def fpt_rows(settings: list[Setting]) -> list[Setting]:
+    """The pretrained FPT settings, one answer row each, a task's rows together (FPT on two backbones, from two
+    results files, sits side by side), tasks in the order their first FPT setting appears."""
+    fpts = [s for s in settings if is_fpt(s)]
+    tasks = list(dict.fromkeys(s.task for s in fpts))
+    return sorted(fpts, key=lambda s: tasks.index(s.task))
+
+
 def ablation(s: Setting) -> str | None:
     """Which of Tan et al.'s (2024) ablations a setting is, by its config: FPT without transformer blocks, or one
     block trained from scratch."""
@@ -234,7 +242,7 @@ def lm_answers(settings: list[Setting]) -> list[str]:
     """Does the language model help? FPT vs its random init, no transformer and one trained layer, per task."""
     columns = ("random init", "no transformer", "one trained layer")
     rows = []
-    for f in (s for s in settings if is_fpt(s)):
+    for f in fpt_rows(settings):
         same_task = [s for s in settings if s.task == f.task]
         others = {
             "random init": next(
@@ -321,7 +329,7 @@ def answers(settings: list[Setting]) -> list[str]:
     errors = (f" On a task scored by an error ({error_metrics}) the cells and differences are that error, where lower "
               "is better: a verdict adds (better) or (worse)." if error_metrics else "")  # fmt: skip
     rows = []
-    for p in (s for s in settings if is_fpt(s)):
+    for p in fpt_rows(settings):
         for r in settings:
             same = (r.task, r.model, r.groups, r.first["backbone"]) == (p.task, p.model, p.groups, p.first["backbone"])
             if same and r.first["init"] == "random" and r.first.get("axes", {}) == p.first.get("axes", {}):
@@ -342,7 +350,7 @@ def answers(settings: list[Setting]) -> list[str]:
     out += ["", "### Where does FPT stand against each baseline?", ""]
     others = list(dict.fromkeys(s.label for s in settings if s.model != "fpt"))
     rows = []
-    for f in (s for s in settings if is_fpt(s)):
+    for f in fpt_rows(settings):
         cells = []
         for label in others:
             b = next((s for s in settings if s.task == f.task and s.label == label), None)
