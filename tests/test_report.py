@@ -307,6 +307,7 @@ def test_the_language_model_question_is_answered_per_task(tmp_path):
             r = record("gun", label, 1e-3, seed, 0.9, (test + seed - 1) / 100, model, init, groups)
             append_record(results, {**r, "config": {"layers": layers}})
     report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    assert "## Which parameters train" not in report  # every FPT setting trains the paper's groups
     section = report.split("### Does the language model help?")[1].split("##")[0]
     rows = [line for line in section.splitlines() if line.startswith("| gun |")]
     assert rows == [

@@ -214,9 +214,13 @@ def difference(a: Setting, b: Setting) -> tuple[str, str]:
     return f"{diff:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]", verdict
 
 
+def whole(s: Setting) -> bool:
+    """The setting's backbone keeps all its blocks: a truncated one (config `layers`) is an ablation, not FPT."""
+    return s.first.get("config", {}).get("layers") is None
+
+
 def is_fpt(s: Setting, init: str | None = "pretrained") -> bool:
-    whole = s.first.get("config", {}).get("layers") is None  # a truncated backbone is an ablation, not FPT
-    return s.model == "fpt" and s.groups == PAPER_GROUPS and whole and (init is None or s.first["init"] == init)
+    return s.model == "fpt" and s.groups == PAPER_GROUPS and whole(s) and (init is None or s.first["init"] == init)
 
 
 def fpt_rows(settings: list[Setting]) -> list[Setting]:
@@ -522,10 +526,10 @@ def tables(settings: list[Setting]) -> list[str]:
                        Setting.cell, by_task)  # fmt: skip
     if rows > 1:
         md += ["", "## Pretraining modality: frozen backbone × task (FPT, test accuracy, %)", "", text]
-    ablation = [s for s in settings if s.model == "fpt" and s.first["init"] == "pretrained"]
+    ablation = [s for s in settings if s.model == "fpt" and s.first["init"] == "pretrained" and whole(s)]
     ablation.sort(key=lambda s: len(s.groups))
-    text, rows = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell, by_task)
-    if rows > 1:
+    text, _ = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell, by_task)
+    if len({s.groups for s in ablation}) > 1:  # a sweep that varied the trained groups
         md += ["", "## Which parameters train: groups × task (FPT, pretrained, test accuracy, %)", "", text]
     return md + [
         "",
