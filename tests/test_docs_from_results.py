@@ -636,21 +636,22 @@ def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
     from fpt.experiments.records import read_records
     from fpt.experiments.report import difference, is_fpt, lm_answers
 
-    settings = select(normalise(load_results([ROOT / "results/ts-suite/ts-suite.jsonl"])))
-    runs = sum(1 for _ in open(ROOT / "results/ts-suite/ts-suite.jsonl"))
-    assert runs == Plan.of(load_sweep(ROOT / "configs/ts-suite.yaml")).total() == 446  # the sweep is complete
+    files = [ROOT / "results/ts-suite/ts-suite.jsonl", ROOT / "results/ts-suite/ts-suite-smollm2.jsonl"]
+    settings = select(normalise(load_results(files[:1])))
+    both = select(normalise(load_results(files)))  # with FPT on smollm2, the README table's second column
+    for file, config, total in zip(files, ("ts-suite", "ts-suite-smollm2"), (446, 30), strict=True):
+        runs = sum(1 for _ in open(file))
+        assert runs == Plan.of(load_sweep(ROOT / f"configs/{config}.yaml")).total() == total  # the sweep is complete
     readme, page = flat(text("README.md")), flat(text("timeseries"))
-    assert "446 of 446 runs" in readme and "446 runs" in page
-    order = ["fpt", "minirocket", "dtw-1nn"]
-    main = sorted(
-        (s for s in settings if s.metric == "accuracy" and s.label in order), key=lambda s: order.index(s.label)
-    )
+    assert "446 of 446 runs" in readme and "446 runs" in page and "30 of 30 runs" in readme and "30 runs" in page
+    order = ["fpt", "fpt-smollm2", "minirocket", "dtw-1nn"]
+    main = sorted((s for s in both if s.metric == "accuracy" and s.label in order), key=lambda s: order.index(s.label))
     classification = table(main, lambda s: s.label, "model \\ task", Setting.cell, True, mean_row=True)[0]
     assert classification in text("README.md")
     errors = [s for s in settings if s.metric != "accuracy" and s.label in (*order, "seasonal-naive", "dlinear", "ets")]
     assert table(errors, lambda s: s.label, "model \\ task", Setting.cell, True)[0] in text("timeseries")
 
-    get = {(s.task, s.label): s for s in settings}
+    get = {(s.task, s.label): s for s in both}
     acc = {key: 100 * sum(s.values("test_accuracy")) / len(s.ok) for key, s in get.items() if s.metric == "accuracy"}
     sets = [s.task for s in main if s.label == "fpt"]
     mean = {m: sum(acc[(t, m)] for t in sets) / len(sets) for m in order}
@@ -725,6 +726,45 @@ def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
     assert better == [3, 8, 1] and max(worse_n) <= 1
     assert "FPT beats its random init on 3, no transformer on 8, and one trained layer on 1" in readme
     assert "costs accuracy on 8 of the 19 sets" in page
+
+    # FPT on smollm2 (one lr, 1e-3, no search) against FPT on minilm, MiniRocket and one trained layer, per set
+    name = {t: get[(t, "fpt")].first["task"].removeprefix("ucr:") for t in sets}
+
+    def against(label: str) -> dict[str, list[tuple[str, str]]]:
+        verdicts: dict[str, list[tuple[str, str]]] = {"higher": [], "lower": [], "no clear difference": []}
+        for t in sets:
+            diff, verdict = difference(get[(t, "fpt-smollm2")], get[(t, label)])
+            verdicts[verdict].append((name[t], diff))
+        return verdicts
+
+    minilm, rocket, layer = against("fpt"), against("minirocket"), against("one-layer")
+    assert f"averages {mean['fpt-smollm2']:.1f}% (FPT on minilm {mean['fpt']:.1f}%), level with minilm on " \
+           f"{len(minilm['no clear difference'])} sets, above it on PickupGestureWiimoteZ " \
+           f"({dict(minilm['higher'])['PickupGestureWiimoteZ']}) and below on JapaneseVowels and Covid3Month_disc: " \
+           f"{mean['minirocket'] - mean['fpt-smollm2']:.1f} points short of MiniRocket" in readme  # fmt: skip
+    assert [n for n, _ in minilm["higher"]] == ["PickupGestureWiimoteZ"]
+    assert sorted(n for n, _ in minilm["lower"]) == ["Covid3Month_disc", "JapaneseVowels"]
+    for verdicts, words in ((minilm, "FPT on minilm"), (rocket, "MiniRocket"), (layer, "one trained layer")):
+        shown = ", ".join(f"{n} ({d})" for n, d in verdicts["lower"])
+        assert f"below {words} on {shown}" in page, words
+        assert not verdicts["higher"] or words == "FPT on minilm"
+    small = mean["fpt-smollm2"]
+    means = f"{small:.1f}% against {mean['fpt']:.1f}% on minilm and MiniRocket's {mean['minirocket']:.1f}%"
+    assert means in page
+    spread = {t: sorted(100 * v for v in get[(t, "fpt-smollm2")].values("test_accuracy")) for t in sets}
+    assert f"ACSF1's three seeds reached {spread['acsf1'][0]:.1f}, {spread['acsf1'][1]:.1f} and " \
+           f"{spread['acsf1'][2]:.1f}%" in page  # fmt: skip
+    low, high = min(get[("acsf1", "fpt")].values("test_accuracy")), max(get[("acsf1", "fpt")].values("test_accuracy"))
+    italy = spread["italypowerdemand"]
+    assert f"(minilm's {100 * low:.1f}-{100 * high:.1f}%), ItalyPowerDemand's {italy[0]:.1f}-{italy[-1]:.1f}%" in page
+    gains = [acc[(t, "fpt-smollm2")] - acc[(t, "fpt")] for t in ("osuleaf", "pickupgesturewiimotez")]
+    short = [acc[(t, "minirocket")] - acc[(t, "fpt-smollm2")] for t in ("osuleaf", "pickupgesturewiimotez")]
+    assert f"smollm2's mean is {gains[0]:.1f} and {gains[1]:.1f} points higher (the first within its interval) and " \
+           f"still {short[0]:.1f} and {short[1]:.1f} points below MiniRocket" in page  # fmt: skip
+    assert "OSULeaf" in dict(minilm["no clear difference"])  # "within its interval"
+    minutes = [r["train_seconds"] / 60 for t in sets for r in get[(t, "fpt-smollm2")].ok]
+    assert f"({min(minutes):.0f}-{max(minutes):.0f} minutes here)" in page
+    assert {r["lr"] for t in sets for r in get[(t, "fpt-smollm2")].ok} == {1e-3} and "lr 1e-3" in page
 
     # the 64-token probe on the four sets short of MiniRocket: seed 0 of the suite against seed 0 at 64 tokens
     probe = read_records(ROOT / "results/ts-tokens-probe/ts-tokens-probe.jsonl")
