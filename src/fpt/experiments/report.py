@@ -528,8 +528,8 @@ def tables(settings: list[Setting]) -> list[str]:
         md += ["", "## Pretraining modality: frozen backbone × task (FPT, test accuracy, %)", "", text]
     ablation = [s for s in settings if s.model == "fpt" and s.first["init"] == "pretrained" and whole(s)]
     ablation.sort(key=lambda s: len(s.groups))
-    text, _ = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell, by_task)
     if len({s.groups for s in ablation}) > 1:  # a sweep that varied the trained groups
+        text = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell, by_task)[0]
         md += ["", "## Which parameters train: groups × task (FPT, pretrained, test accuracy, %)", "", text]
     return md + [
         "",
