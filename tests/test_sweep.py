@@ -297,6 +297,51 @@ def test_killed_sweep_resumes_and_equals_an_unbroken_one(tiny_bert_dir, tmp_path
     assert comparable(after) == comparable(read_records(unbroken))
 
 
+def test_two_sweep_processes_over_one_config_train_and_write_each_run_once(tiny_bert_dir, tmp_path):
+    """Two `fpt sweep` commands started together on one config, results file and runs folder share the runs: the file
+    ends with each run's record once (no run trained twice), and the records equal one process's."""
+    spec = tiny_sweep(tiny_bert_dir, seeds=[0, 1, 2])
+    spec["base"] |= {"steps": 40, "eval_every": 4}
+    path = write_sweep(tmp_path / "sweep.yaml", spec)
+    shared = tmp_path / "shared.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    procs = [subprocess.Popen(sweep_cmd(path, shared), env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], logs
+    records = read_records(shared)
+    assert len(records) == 9 == len({r["run_id"] for r in records}) and all(r["status"] == "ok" for r in records)
+    trained = [log.count(" seed ") for log in logs]  # one line per run a process wrote
+    assert sum(trained) == 9, logs
+
+    alone = tmp_path / "alone.jsonl"
+    assert main(["sweep", str(path), "--results", str(alone), "--quiet"]) == 0
+    assert comparable(records) == comparable(read_records(alone))
+
+
+def test_a_run_another_process_holds_is_left_to_it(tiny_bert_dir, tmp_path, monkeypatch):
+    """execute() does not touch a run whose folder lock another process holds; append_record(unless_finished=True)
+    writes nothing for a run the file already holds finished."""
+    import fcntl
+
+    from fpt.experiments import sweep as sweep_module
+
+    run = Plan.of(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0]))).now([])[0]
+    folder = tmp_path / "runs" / run.run_id
+    folder.mkdir(parents=True)
+    with open(folder / sweep_module.RUN_LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert sweep_module.execute(run, tmp_path / "runs", "tiny") == {"run_id": run.run_id, "status": "busy"}
+    assert not (folder / "train.log").exists()
+    record = sweep_module.execute(run, tmp_path / "runs", "tiny")
+    assert record["status"] == "ok" and (folder / "result.json").is_file()
+
+    results = tmp_path / "results.jsonl"
+    assert append_record(results, {**record, "status": "failed"}, unless_finished=True)  # a failed one is retried
+    assert append_record(results, record, unless_finished=True)
+    assert not append_record(results, record, unless_finished=True)
+    assert len(read_records(results)) == 2
+
+
 def test_two_workers_give_the_same_records(tiny_bert_dir, tmp_path):
     sweep = SweepConfig(**tiny_sweep(tiny_bert_dir))
     one = run_sweep(sweep, SweepOptions(results=tmp_path / "one.jsonl", quiet=True))

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from fpt.errors import FPTError
 from fpt.experiments.settings import Record
@@ -45,9 +46,11 @@ def latest_records(records: list[Record]) -> list[Record]:
     return list(by_id.values())
 
 
-def append_record(path: str | Path, record: Record) -> None:
+def append_record(path: str | Path, record: Record, unless_finished: bool = False) -> bool:
     """Append one record as a line, under an exclusive lock, flushed and fsynced: concurrent writers interleave whole
-    lines. A partial last line left by a crash is cut off first."""
+    lines. A partial last line left by a crash is cut off first. With `unless_finished`, nothing is written when the
+    file already ends the record's run id on a finished (ok) record, checked under the same lock, so that two sweep
+    processes over one config write each run once. Returns whether the line was written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, default=str) + "\n").encode()
@@ -60,11 +63,26 @@ def append_record(path: str | Path, record: Record) -> None:
                 if f.read(1) != b"\n":
                     f.seek(0)
                     f.truncate(f.read().rfind(b"\n") + 1)
+            if unless_finished and finished_in(f, record["run_id"]):
+                return False
+            f.seek(0, os.SEEK_END)
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+            return True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def finished_in(f: BinaryIO, run_id: str) -> bool:
+    """Whether the open results file's latest record of `run_id` finished (status ok)."""
+    f.seek(0)
+    latest = None
+    for line in f.read().split(b"\n"):
+        if run_id.encode() in line:
+            record = json.loads(line)
+            latest = record if record.get("run_id") == run_id else latest
+    return latest is not None and latest.get("status") == "ok"
 
 
 def reusable(paths: list[Path]) -> dict[str, tuple[Path, Record]]:

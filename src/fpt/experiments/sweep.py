@@ -35,11 +35,17 @@ skips finished runs and resumes a half-done one from its checkpoint; the numbers
 run that fails with an FPTError (a non-finite loss at a high lr) is recorded with status "failed" and its error, and
 counts as finished (`--retry-failed` runs it again). A run another sweep already trained (the same id in its results
 file, `--reuse`) is copied from there, relabelled, instead of trained again.
+
+Several sweep processes may share one config, results file and runs folder (split by hand with `--tasks`, or just
+started twice, on one machine or on hosts that share the folder): a run trains under a lock on its folder, a process
+that finds a run locked leaves it to its holder and takes the next one (or waits for it, when nothing else is left),
+and a record is appended only while the file has no finished record of its id, so each run trains and is written once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -130,10 +136,15 @@ def reused_record(run: Run, sweep_name: str, source: Path, record: Record) -> Re
             "reused_from": {"results": str(source), "sweep": record.get("sweep")}}  # fmt: skip
 
 
+RUN_LOCK = "sweep.lock"  # in a run's folder: held by the process training the run
+BUSY = "busy"  # what execute returns for a run another process holds: no record, the run is left to it
+
+
 def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None = None) -> Record:
     """Train one run into RUNS_DIR/<run_id>/ (resuming its checkpoint; reusing its result.json if the run finished
     but its record was never written) and return its record. An FPTError becomes a failed record. The run's own log
-    lines go to train.log in its folder. Runs in worker processes and Ray tasks as well as in the sweep's own."""
+    lines go to train.log in its folder. Runs in worker processes and Ray tasks as well as in the sweep's own. A run
+    whose folder another process holds (RUN_LOCK) is not touched: the return is {"run_id", "status": BUSY}."""
     from fpt.results import read_json
     from fpt.shipping.checkpoint import CHECKPOINT_FILE
     from fpt.train import train
@@ -143,16 +154,28 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
     out = Path(runs_dir) / run.run_id
     out.mkdir(parents=True, exist_ok=True)
     head = {"run_id": run.run_id, "sweep": sweep_name, **run.labels()}
-    resume = (out / CHECKPOINT_FILE).is_file()
-    if (out / "result.json").is_file():  # finished, but killed before its record was written
-        return {**head, "status": "ok", **read_json(out / "result.json"), "resumed": False, **kept(out)}
-    with open(out / "train.log", "a") as log, contextlib.redirect_stderr(log):
+    with open(out / RUN_LOCK, "a") as lock:
         try:
-            result = train(cfg, out=out, quiet=True, resume=resume)
-        except FPTError as err:
-            print(f"fpt: run failed: {err}", file=log)
-            return {**head, **failed_record(cfg, err)}
-    return {**head, "status": "ok", **result, "resumed": resume, **kept(out)}
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or its process dies
+        except BlockingIOError:
+            return {"run_id": run.run_id, "status": BUSY}  # another sweep process is training it
+        resume = (out / CHECKPOINT_FILE).is_file()
+        if (out / "result.json").is_file():  # finished, but killed before its record was written (or another
+            done = read_json(out / "result.json")  # process trained it and writes it: run_sweep writes it once)
+            return {**head, "status": "ok", **done, "resumed": False, **kept(out)}
+        with open(out / "train.log", "a") as log, contextlib.redirect_stderr(log):
+            try:
+                result = train(cfg, out=out, quiet=True, resume=resume)
+            except FPTError as err:
+                print(f"fpt: run failed: {err}", file=log)
+                return {**head, **failed_record(cfg, err)}
+        return {**head, "status": "ok", **result, "resumed": resume, **kept(out)}
+
+
+def wait_for(out: Path) -> None:
+    """Block until the process that holds the run folder `out` lets it go (its run ended, or the process died)."""
+    with open(out / RUN_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
 
 def read_curve(out: Path) -> list[Record]:
@@ -327,9 +350,9 @@ def run_sweep(
             for run in (r for r in todo if r.run_id in others):  # copied: finished in the file, never tried here
                 source, record = others[run.run_id]
                 copy = reused_record(run, sweep.name, source, record)
-                append_record(results, copy)
-                bar.update()
-                say(f"{describe(copy)} [reused from {source}]")
+                if append_record(results, copy, unless_finished=True):
+                    bar.update()
+                    say(f"{describe(copy)} [reused from {source}]")
             todo = [r for r in todo if r.run_id not in others]
             if options.order == "task" and todo:  # the first task (in the sweep's order) with runs left
                 task = next(label for label in sweep.tasks if any(r.task_label == label for r in todo))
@@ -338,15 +361,20 @@ def run_sweep(
                 records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
             else:
                 records = run_local(todo, runs_dir, sweep.name, workers)
+            busy: set[str] = set()
             try:
                 for record in records:
-                    append_record(results, record)
-                    bar.update()
-                    say(describe(record))
+                    if record["status"] == BUSY:
+                        busy.add(record["run_id"])
+                    elif append_record(results, record, unless_finished=True):
+                        bar.update()
+                        say(describe(record))
             finally:
                 if hasattr(records, "close"):
                     records.close()  # shut the pool or Ray down now, also when interrupted
-            tried |= {r.run_id for r in todo}  # a failed run is not tried again in this call
+            tried |= {r.run_id for r in todo} - busy  # a failed run is not tried again in this call
+            if busy and busy == {r.run_id for r in todo}:  # only runs other processes hold: wait for one to end
+                wait_for(runs_dir / min(busy))
             written = read_records(results)
             runs = plan.now(written)
             done = finished_ids(written, options.retry_failed) | tried
