@@ -488,7 +488,7 @@ def preamble(paths: list[Path], records: list[dict], settings: list[Setting], fa
         "",
         f"Rendered by `fpt report` from {', '.join(f'`{p}`' for p in paths)}: {len(records)} runs "
         f"({len(failed)} failed), {len(settings)} settings, {len({s.task for s in settings})} tasks. Every number "
-        "below is computed from that file.",
+        f"below is computed from {'that file' if len(paths) == 1 else 'those files'}.",
         "",
         "Protocol: for each setting (task × model, with its other grid values) the learning rate is chosen on the "
         "validation split by the mean best-validation accuracy over the seeds every lr ran (all seeds, or the first "
