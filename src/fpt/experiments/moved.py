@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
@@ -45,14 +46,12 @@ def setting_cells(moved: list[dict]) -> tuple[Cells, dict[str, float]]:
     return {k: mean(v) for k, v in cells.items()}, {g: mean(v) for g, v in groups.items()}
 
 
-def heatmaps(found: list[tuple[Setting, Cells, int]], path: Path) -> None:
+def heatmaps(found: list[tuple[Setting, Cells, int]], path: Path, scale: LogNorm, what: str = "") -> None:
     """One panel per setting: rows the backbone's layers (top layer first) and a row for what lies outside them,
-    columns the trained groups; colour and text the relative change ‖θ − θ₀‖ / ‖θ₀‖ (log scale)."""
+    columns the trained groups; colour and text the relative change ‖θ − θ₀‖ / ‖θ₀‖ (log scale `scale`)."""
     from fpt.experiments.plots import panels, title
 
     fig, axes = panels(len(found), width=4.6, height=3.6)
-    values = [v for _, cells, _ in found for v in cells.values() if v > 0]
-    scale = LogNorm(vmin=min(values, default=1e-6), vmax=max(values, default=1.0))
     image = None
     for ax, (s, cells, layers) in zip(axes, found, strict=True):
         groups = [g for g in GROUPS if any(k[0] == g for k in cells)]
@@ -67,12 +66,19 @@ def heatmaps(found: list[tuple[Setting, Cells, int]], path: Path) -> None:
         ax.set_title(f"{s.task}: {s.label}", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, label="relative change ‖θ − θ₀‖ / ‖θ₀‖")
-    title(fig, "What moved: layer × group (mean over seeds at the chosen lr; LoRA: ‖B·A·scale‖ / ‖W‖)")
+    title(fig, f"What moved{what}: layer × group (mean over seeds at the chosen lr; LoRA: ‖B·A·scale‖ / ‖W‖)")
     fig.savefig(path, dpi=120)
 
 
+def figure_name(task: str) -> str:
+    """The what-moved figure of one task in a report of several: moved_<task>.png (a label's odd characters as _)."""
+    return "moved_" + re.sub(r"[^A-Za-z0-9._-]+", "_", task) + ".png"
+
+
 def section(settings: list[Setting], runs_dir: Path | None, out: Path) -> list[str]:
-    """The report's lines (and OUT/moved.png) for the settings whose runs left moved.json; none if no run did."""
+    """The report's lines, and its heatmaps, for the settings whose runs left moved.json; none if no run did. A report
+    of one task draws OUT/moved.png; one of several draws a figure per task, OUT/moved_<task>.png, on one colour
+    scale (a single figure of a large sweep's every setting would be tens of thousands of pixels tall)."""
     found, table = [], []
     for s in settings:
         moved = [m for m in (moved_of(r, runs_dir) for r in s.ok) if m is not None]
@@ -83,7 +89,16 @@ def section(settings: list[Setting], runs_dir: Path | None, out: Path) -> list[s
         table.append((s, groups, len(moved)))
     if not found:
         return []
-    heatmaps(found, out / "moved.png")
+    values = [v for _, cells, _ in found for v in cells.values() if v > 0]
+    scale = LogNorm(vmin=min(values, default=1e-6), vmax=max(values, default=1.0))
+    tasks = list(dict.fromkeys(s.task for s, _, _ in found))
+    if len(tasks) == 1:
+        heatmaps(found, out / "moved.png", scale)
+        images = ["![what moved](moved.png)"]
+    else:
+        for task in tasks:
+            heatmaps([f for f in found if f[0].task == task], out / figure_name(task), scale, f" on {task}")
+        images = [f"![what moved on {task}]({figure_name(task)})" for task in tasks]
     columns = [g for g in GROUPS if any(g in groups for _, groups, _ in table)]
     lines = [
         "## What moved (relative change ‖θ − θ₀‖ / ‖θ₀‖ of each trained group, best-on-validation weights)",
@@ -97,4 +112,4 @@ def section(settings: list[Setting], runs_dir: Path | None, out: Path) -> list[s
     for s, groups, n in table:
         text = [f"{groups[g]:.3g}" if g in groups else "–" for g in columns]
         lines.append(f"| {s.task} | {s.label} | " + " | ".join(text) + f" | {n} |")
-    return [*lines, "", "![what moved](moved.png)"]
+    return [*lines, "", *(line for image in images for line in (image, ""))][:-1]
