@@ -316,6 +316,35 @@ def test_the_language_model_question_is_answered_per_task(tmp_path):
     ]
 
 
+def test_which_weights_should_train_compares_each_other_way_with_fpt(tmp_path):
+    """Methods, other groups and full fine-tuning of the same pretrained, whole backbone, each against FPT on its task
+    and backbone, with what it trains; a random-init setting, a truncated body and another backbone's are not rows."""
+    results = tmp_path / "results.jsonl"
+    adapter = ("input", "output", "adapter")
+    runs = [
+        ("fpt", PAPER_GROUPS, {}, "pretrained", "minilm", 90),
+        ("lora-r8", adapter, {"method": "lora", "lora_rank": 8}, "pretrained", "minilm", 93),
+        ("lora-ln", (*PAPER_GROUPS, "adapter"), {"method": "lora", "lora_rank": 8}, "pretrained", "minilm", 91),
+        ("full", ("input", "output", "attention", "feedforward", "layernorm", "positional"), {}, "pretrained",
+         "minilm", 85),
+        ("fpt-random", PAPER_GROUPS, {}, "random", "minilm", 80),
+        ("no-lm", PAPER_GROUPS, {"layers": 0}, "pretrained", "minilm", 85),
+        ("ia3-smollm2", adapter, {"method": "ia3"}, "pretrained", "smollm2", 70),
+    ]  # fmt: skip
+    for label, groups, config, init, backbone, test in runs:
+        for seed in range(3):
+            r = record("gun", label, 1e-3, seed, 0.9, (test + seed - 1) / 100, "fpt", init, groups)
+            append_record(results, {**r, "backbone": backbone, "config": config})
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    section = report.split("### Which weights should train?")[1].split("###")[0]
+    rows = [line.split(" | ")[2:4] + line.split(" | ")[7:9] for line in section.splitlines() if line.startswith("|")]
+    assert rows[2:] == [
+        ["lora-r8", "lora r=8", "+3.0 [+0.7, +5.3]", "higher |"],
+        ["lora-ln", "lora r=8 + layernorm, positional", "+1.0 [-1.3, +3.3]", "no clear difference |"],
+        ["full", "input, output, attention, feedforward, layernorm, positional", "-5.0 [-7.3, -2.7]", "lower |"],
+    ]
+
+
 def test_fpt_on_two_backbones_answers_a_task_in_adjacent_rows(tmp_path):
     """Two results files, FPT on minilm over tasks a and b and on smollm2 over a: each answer table lists a's two FPT
     rows together, then b's, whatever order the files hold them in."""

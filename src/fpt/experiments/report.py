@@ -274,6 +274,54 @@ def lm_answers(settings: list[Setting]) -> list[str]:
     ]
 
 
+def trains(s: Setting) -> str:
+    """What a setting trains: a peft method with its knob and any groups beside it ('lora r=8 + layernorm, positional';
+    every method also trains the input layer and head), or fpt's own groups ('input, output, attention, ...'), and
+    whether a schedule unfreezes them."""
+    config = s.first.get("config") or {}
+    method = config.get("method") or "fpt"
+    knob = {"lora": f" r={config.get('lora_rank')}", "prompt": f" {config.get('prompt_tokens')} tokens"}.get(method, "")
+    if method == "fpt":
+        text = ", ".join(g for g in s.groups if g != "adapter")
+    else:
+        extra = ", ".join(g for g in s.groups if g not in ("input", "output", "adapter"))
+        text = method + knob + (f" + {extra}" if extra else "")
+    return text + (" (unfrozen on a schedule)" if config.get("unfreeze") else "")
+
+
+def method_answers(settings: list[Setting]) -> list[str]:
+    """Which weights should train: every other way of training the same pretrained, whole backbone (a peft method,
+    other groups, full fine-tuning, an unfreezing schedule) against FPT on the same task and backbone."""
+    rows = []
+    for f in fpt_rows(settings):
+        for s in settings:
+            same = (s.task, s.model, s.first["init"], s.first["backbone"]) == (
+                f.task,
+                "fpt",
+                "pretrained",
+                f.first["backbone"],
+            )
+            if same and whole(s) and not is_fpt(s, None):
+                diff, verdict = difference(s, f)
+                rows.append(f"| {s.task} | {s.first['backbone']} | {s.label} | {trains(s)} | "
+                            f"{params_cell(s)} | {s.cell()} | {f.cell()} | {diff} | {verdict} |")  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "",
+        "### Which weights should train? Each other way against FPT",
+        "",
+        "Settings that train other weights of the same pretrained backbone (a parameter-efficient method, other "
+        "groups, every weight, an unfreezing schedule) against FPT (input, output, layer norms, positions) on the "
+        "same task and backbone: the setting's test accuracy (or the task's error metric) minus FPT's, in points, "
+        "with its 95% Welch interval; *higher*/*lower*: the interval excludes 0.",
+        "",
+        "| task | backbone | setting | trains | trained weights | setting | FPT | setting − FPT | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 NOT_A_CHANGE = ("lr", "seed")  # chosen or varied within a setting
 ANSWERED = ("init", "model", "method", "backbone")  # the answers above and the tables' own views
 
@@ -371,7 +419,7 @@ def answers(settings: list[Setting]) -> list[str]:
         ]
     else:
         out.append("No FPT setting with pretrained init and a baseline on the same task.")
-    return out + lm_answers(settings) + change_answers(settings)
+    return out + method_answers(settings) + lm_answers(settings) + change_answers(settings)
 
 
 # ---- environment -----------------------------------------------------------------------------------------------------
