@@ -76,8 +76,9 @@ def test_a_report_of_several_tasks_draws_what_moved_per_task(tiny_cfg, tmp_path)
     """A report of several tasks draws one what-moved figure per task (moved_<task>.png), not one figure of all."""
     from fpt.experiments.report import ReportOptions, write_report
 
+    bits = {"bit-xor": {}, "bit-memory": {"n_bits": 10, "patch": 5}}
     for task in ("bit-xor", "bit-memory"):
-        args = {"train_size": 64, "val_size": 16, "test_size": 16, **({"n_bits": 10, "patch": 5} if task == "bit-memory" else {})}
+        args = {"train_size": 64, "val_size": 16, "test_size": 16, **bits[task]}
         fpt.train(tiny_cfg(task=task, task_args=args, steps=4, eval_every=2), out=tmp_path / "runs" / task, quiet=True)
     report = write_report([tmp_path / "runs"], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
     figures = sorted(p.name for p in (tmp_path / "report").glob("moved*.png"))

@@ -172,10 +172,17 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
         return {**head, "status": "ok", **result, "resumed": resume, **kept(out)}
 
 
-def wait_for(out: Path) -> None:
-    """Block until the process that holds the run folder `out` lets it go (its run ended, or the process died)."""
-    with open(out / RUN_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+def wait_for(folders: list[Path], every: float = 2.0) -> None:
+    """Wait until a process that holds one of the run `folders` lets it go (its run ended, or the process died)."""
+    while True:
+        for out in folders:
+            with open(out / RUN_LOCK, "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    pass
+        time.sleep(every)
 
 
 def read_curve(out: Path) -> list[Record]:
@@ -374,7 +381,7 @@ def run_sweep(
                     records.close()  # shut the pool or Ray down now, also when interrupted
             tried |= {r.run_id for r in todo} - busy  # a failed run is not tried again in this call
             if busy and busy == {r.run_id for r in todo}:  # only runs other processes hold: wait for one to end
-                wait_for(runs_dir / min(busy))
+                wait_for([runs_dir / run_id for run_id in sorted(busy)])
             written = read_records(results)
             runs = plan.now(written)
             done = finished_ids(written, options.retry_failed) | tried
