@@ -242,6 +242,13 @@ def ablation(s: Setting) -> str | None:
     return None
 
 
+def subsection(heading: str, intro: str, columns: list[str], rows: list[str]) -> list[str]:
+    """An answer's lines: its heading, what it computes, and its table; none without rows."""
+    if not rows:
+        return []
+    return ["", f"### {heading}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows]
+
+
 def lm_answers(settings: list[Setting]) -> list[str]:
     """Does the language model help? FPT vs its random init, no transformer and one trained layer, per task."""
     columns = ("random init", "no transformer", "one trained layer")
@@ -257,21 +264,15 @@ def lm_answers(settings: list[Setting]) -> list[str]:
         if others["no transformer"] or others["one trained layer"]:  # random init alone: the first answer has it
             cells = ["–" if b is None else "{} ({})".format(*difference(f, b)) for b in others.values()]
             rows.append(f"| {f.task} | {f.label} {f.cell()} | " + " | ".join(cells) + " |")
-    if not rows:
-        return []
-    return [
-        "",
-        "### Does the language model help?",
-        "",
+    return subsection(
+        "Does the language model help?",
         "Tan et al. (2024) asked it of language models on time series: FPT (pretrained backbone) minus the same "
         "recipe with a random-init backbone, with no transformer blocks (input layer → positions and norm → head), "
         "and with one transformer block trained from scratch, in points (or the task's error metric) with the 95% "
         "Welch interval; *higher*/*lower*: the interval excludes 0.",
-        "",
-        "| task | FPT | " + " | ".join(f"FPT − {c}" for c in columns) + " |",
-        "|---|---|---|---|---|",
-        *rows,
-    ]
+        ["task", "FPT", *(f"FPT − {c}" for c in columns)],
+        rows,
+    )
 
 
 def trains(s: Setting) -> str:
@@ -305,21 +306,15 @@ def method_answers(settings: list[Setting]) -> list[str]:
                 diff, verdict = difference(s, f)
                 rows.append(f"| {s.task} | {s.first['backbone']} | {s.label} | {trains(s)} | "
                             f"{params_cell(s)} | {s.cell()} | {f.cell()} | {diff} | {verdict} |")  # fmt: skip
-    if not rows:
-        return []
-    return [
-        "",
-        "### Which weights should train? Each other way against FPT",
-        "",
+    return subsection(
+        "Which weights should train? Each other way against FPT",
         "Settings that train other weights of the same pretrained backbone (a parameter-efficient method, other "
         "groups, every weight, an unfreezing schedule) against FPT (input, output, layer norms, positions) on the "
         "same task and backbone: the setting's test accuracy (or the task's error metric) minus FPT's, in points, "
         "with its 95% Welch interval; *higher*/*lower*: the interval excludes 0.",
-        "",
-        "| task | backbone | setting | trains | trained weights | setting | FPT | setting − FPT | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *rows,
-    ]
+        ["task", "backbone", "setting", "trains", "trained weights", "setting", "FPT", "setting − FPT", "verdict"],
+        rows,
+    )
 
 
 NOT_A_CHANGE = ("lr", "seed")  # chosen or varied within a setting
@@ -357,21 +352,15 @@ def change_answers(settings: list[Setting]) -> list[str]:
             diff, verdict = difference(then, first)
             rows.append(f"| {a.task} | `{field}`: {va} → {vb} | {first.label} {first.cell()} | {then.label} "
                         f"{then.cell()} | {diff} | {verdict} |")  # fmt: skip
-    if not rows:
-        return []
-    return [
-        "",
-        "### What does one change of the config do?",
-        "",
+    return subsection(
+        "What does one change of the config do?",
         "Pairs of settings on the same task whose run configs differ in one field (besides lr and seed, and the "
         "init, model, method and backbone the answers and tables above compare): the changed setting's test "
         "accuracy (or the task's error metric) minus the other's, in points, with its 95% Welch interval; "
         "*higher*/*lower*: the interval excludes 0.",
-        "",
-        "| task | change | from | to | to − from | verdict |",
-        "|---|---|---|---|---|---|",
-        *rows,
-    ]
+        ["task", "change", "from", "to", "to − from", "verdict"],
+        rows,
+    )
 
 
 def answers(settings: list[Setting]) -> list[str]:
