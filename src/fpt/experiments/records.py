@@ -77,12 +77,9 @@ def append_record(path: str | Path, record: Record, unless_finished: bool = Fals
 def finished_in(f: BinaryIO, run_id: str) -> bool:
     """Whether the open results file's latest record of `run_id` finished (status ok)."""
     f.seek(0)
-    latest = None
-    for line in f.read().split(b"\n"):
-        if run_id.encode() in line:
-            record = json.loads(line)
-            latest = record if record.get("run_id") == run_id else latest
-    return latest is not None and latest.get("status") == "ok"
+    lines = (json.loads(line) for line in f.read().split(b"\n") if run_id.encode() in line)  # parse only candidates
+    ours = [r for r in lines if r.get("run_id") == run_id]
+    return bool(ours) and ours[-1].get("status") == "ok"  # the last written is the latest (latest_records)
 
 
 def reusable(paths: list[Path]) -> dict[str, tuple[Path, Record]]:

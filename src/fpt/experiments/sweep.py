@@ -154,10 +154,8 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
     out = Path(runs_dir) / run.run_id
     out.mkdir(parents=True, exist_ok=True)
     head = {"run_id": run.run_id, "sweep": sweep_name, **run.labels()}
-    with open(out / RUN_LOCK, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or its process dies
-        except BlockingIOError:
+    with claim(out) as mine:
+        if not mine:
             return {"run_id": run.run_id, "status": BUSY}  # another sweep process is training it
         resume = (out / CHECKPOINT_FILE).is_file()
         if (out / "result.json").is_file():  # finished, but killed before its record was written (or another
@@ -172,16 +170,26 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
         return {**head, "status": "ok", **result, "resumed": resume, **kept(out)}
 
 
+@contextlib.contextmanager
+def claim(out: Path) -> Iterator[bool]:
+    """Hold the run folder `out`'s lock for the block if no other process holds it: yields whether this one does.
+    The lock goes with the file's closing, or with its process's death."""
+    with open(out / RUN_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+
+
 def wait_for(folders: list[Path], every: float = 2.0) -> None:
     """Wait until a process that holds one of the run `folders` lets it go (its run ended, or the process died)."""
     while True:
         for out in folders:
-            with open(out / RUN_LOCK, "a") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with claim(out) as free:
+                if free:
                     return
-                except BlockingIOError:
-                    pass
         time.sleep(every)
 
 
