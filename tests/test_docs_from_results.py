@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fpt.cli import build_parser
-from fpt.experiments.report import ReportOptions, answers, change_answers, load_results, normalise, only, table
+from fpt.experiments.answers import answers, change_answers
+from fpt.experiments.report import ReportOptions, load_results, normalise, only, table
 from fpt.experiments.settings import Setting, select, steps_to_converge
 from fpt.performance import render as bench_render
 from fpt.results import read_json
@@ -634,9 +635,9 @@ def test_paper_bit_memory_figures_come_from_its_record():
 def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
     """The README's classification table and the figures under it, and docs/timeseries.md's forecasting table and
     its sentences, are read off results/ts-suite/ts-suite.jsonl: when the records change, these fail."""
+    from fpt.experiments.answers import difference, is_fpt, lm_answers
     from fpt.experiments.plan import Plan, load_sweep
     from fpt.experiments.records import read_records
-    from fpt.experiments.report import difference, is_fpt, lm_answers
 
     files = [ROOT / "results/ts-suite/ts-suite.jsonl", ROOT / "results/ts-suite/ts-suite-smollm2.jsonl"]
     settings = select(normalise(load_results(files[:1])))

@@ -255,7 +255,7 @@ def test_regression_tasks_choose_the_lowest_error_and_say_so(tmp_path):
 def test_a_small_error_keeps_three_significant_digits(tmp_path):
     """An MSE of 0.0018 is not shown as 0.002: error cells, differences and the lr table keep 3 significant digits
     below 0.1, and 3 decimals above."""
-    from fpt.experiments.report import difference
+    from fpt.experiments.answers import difference
     from fpt.experiments.settings import digits_of
 
     assert [digits_of("mse", m) for m in (0.00184, 0.0213, 0.5, 12.0, None)] == [5, 4, 3, 3, 3]
@@ -416,7 +416,7 @@ def test_report_keeps_the_task_and_model_labels_asked_for(tmp_path, capsys):
 
 
 def test_trained_weights_cell_gives_the_count_and_its_share():
-    from fpt.experiments.report import params_cell
+    from fpt.experiments.settings import params_cell
 
     fpt = record("xor", "fpt", 1e-3, 0, 0.9, 0.9, total_params=22_713_216)  # fpt's 1,000 of minilm's weights
     full = record("xor", "full", 1e-3, 0, 0.9, 0.9, model="transformer", total_params=50_000)

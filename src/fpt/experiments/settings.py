@@ -157,6 +157,20 @@ class Setting:
         return cell(values, scale_of(self.metric), digits, self.failed, self.capped, self.carried)
 
 
+def params_cell(s: Setting) -> str:
+    """Trained weights of the setting's runs and their share of the model's: '37,442 (0.03%)'."""
+    runs = s.chosen or next(iter(s.by_lr.values()))
+    trained = sorted({r["trainable_params"] for r in runs if r.get("trainable_params") is not None})
+    total = max((r.get("total_params") or 0 for r in runs), default=0)
+    if not trained:
+        return "–"
+    text = " / ".join(f"{n:,}" for n in trained)  # one count unless runs of the setting differ
+    if not total:
+        return text
+    share = 100 * trained[-1] / total
+    return text + (f" ({share:.0f}%)" if share >= 10 else f" ({share:.2f}%)" if share >= 0.1 else f" ({share:.2g}%)")
+
+
 def setting_label(model_label: str, axes: dict[str, Any]) -> str:
     """'fpt' or, with grid axes besides lr and seed, 'fpt (train=output)'."""
     return model_label + (f" ({', '.join(f'{k}={v}' for k, v in axes.items())})" if axes else "")
