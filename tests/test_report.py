@@ -368,6 +368,22 @@ def test_fpt_on_two_backbones_answers_a_task_in_adjacent_rows(tmp_path):
             assert labels == [("a", "fpt"), ("a", "fpt-smollm2"), ("b", "fpt")], (title, labels)
 
 
+def test_lr_selection_and_what_moved_list_a_tasks_settings_together(tmp_path):
+    """Records that finished interleaved (two sweep processes, seeds waiting for an lr choice) still give the
+    learning-rate table and the what-moved table a task's rows together, settings in their first-appearance order."""
+    results = tmp_path / "results.jsonl"
+    for task, label in (("a", "fpt"), ("b", "fpt"), ("a", "lora"), ("b", "ia3"), ("b", "lora"), ("a", "ia3")):
+        cells = [{"group": "layernorm", "layer": 0, "relative_change": 0.1, "change_norm": 0.1, "initial_norm": 1.0}]
+        append_record(results, record(task, label, 1e-3, 0, 0.9, 0.9, moved={"layers": 1, "cells": cells}))
+    report = write_report([results], ReportOptions(out=tmp_path / "report", attention=False)).read_text()
+    order = ("fpt", "lora", "ia3")  # first appearance, whatever task it appeared on
+    for title in ("## Learning-rate selection", "## What moved"):
+        section = report.split(title)[1].split("\n#")[0]
+        rows = [line.split(" | ")[:2] for line in section.splitlines() if line.startswith(("| a |", "| b |"))]
+        assert [f"{task[2:]} {label}" for task, label in rows] == [f"{t} {m}" for t in "ab" for m in order]
+    assert "| model \\ task | a | b |" in report  # table 1 keeps its own order: tasks as columns
+
+
 def test_one_config_change_is_answered_per_task(tmp_path):
     """Settings on one task whose run configs differ in a single field (not lr or seed) are compared, the default
     value first whichever setting came first; two fields changed, or an init change (answered above), make no row."""

@@ -28,6 +28,7 @@ from fpt.experiments.settings import (
     Setting,
     cell,
     digits_of,
+    grouped_by_task,
     params_cell,
     scale_of,
     select,
@@ -351,7 +352,7 @@ def tables(settings: list[Setting]) -> list[str]:
         "",
         "## Learning-rate selection",
         "",
-        selection_table(settings),
+        selection_table(grouped_by_task(settings)),
     ]
 
 
@@ -379,7 +380,7 @@ def plot_sections(records: list[dict], settings: list[Setting], runs_dir: Path, 
     plots.accuracy_vs_params(settings, out / "accuracy_vs_params.png")
     md = ["", "## Plots", "", "![learning curves](learning_curves.png)", "",
           "![accuracy vs trained parameters](accuracy_vs_params.png)", ""]  # fmt: skip
-    md += moved_section(settings, runs_dir, out)
+    md += moved_section(grouped_by_task(settings), runs_dir, out)
     if options.attention:
         try:
             caption = plots.attention_maps(
