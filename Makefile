@@ -25,6 +25,8 @@ demo: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q
@@ -33,4 +35,4 @@ faults: $(BIN)/.installed
 	FPT_FAULT_REPORT=results/reliability/faults.json $(BIN)/pytest -q tests/test_faults.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -114,7 +114,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         """`--steps true` is a mistake, not 1: a bool is refused where a number (not a switch) is expected."""
-        kinds = members(cls.model_fields[info.field_name].annotation)
+        kinds = members(cls.model_fields[str(info.field_name)].annotation)
         if isinstance(value, bool) and bool not in kinds and (int in kinds or float in kinds):
             raise ValueError("expected a number, not a true/false value")
         return value

@@ -40,7 +40,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     sums = torch.zeros(6, dtype=torch.float64, device=device)
-    shard = Subset(split, group.shard(len(split))) if group.world > 1 else split
+    shard = Subset(split, group.shard(len(split))) if group.world > 1 else split  # type: ignore[arg-type]  # sized
     for x, mask, y in DataLoader(shard, batch_size=batch_size, collate_fn=collate):
         x, mask, y = x.to(device), mask.to(device), y.to(device)
         with autocast(precision, device):

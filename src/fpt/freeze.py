@@ -41,7 +41,7 @@ def named_groups(
     """{group: {parameter name: parameter}}, checking that the groups (default: `model.parameter_groups()`) partition
     the model's parameters."""
     names = {id(p): n for n, p in model.named_parameters()}
-    groups = model.parameter_groups() if groups is None else groups
+    groups = model.parameter_groups() if groups is None else groups  # type: ignore[operator]  # a Module attribute
     if set(groups) != set(GROUPS):
         raise ValueError(f"{type(model).__name__} groups {sorted(groups)} differ from {GROUPS}")
     out: dict[str, dict[str, nn.Parameter]] = {}
@@ -88,7 +88,8 @@ def optimizer_groups(model: nn.Module, groups: Iterable[str], weight_decay: floa
     """Optimizer parameter groups for the trained groups: weight decay on matrices only (not norms, biases,
     positions)."""
     chosen = set(groups)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for group, members in named_groups(model).items():
         if group not in chosen:
             continue

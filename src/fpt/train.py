@@ -88,7 +88,7 @@ def deterministic() -> None:
     each buffer it allocates before reading it, and the fill is a pass over memory per allocation (about 5% of a
     CPU training step)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # set at import time
 
 
 class Stepper:
@@ -173,7 +173,7 @@ def run(
     deterministic()
     task = task or get_task(cfg.task, **cfg.task_args)
     cfg = resolved(cfg, task.spec)
-    steps, eval_every = cfg.steps, cfg.eval_every
+    steps, eval_every = budget(cfg)
     groups = freeze.parse_groups(cfg.train)
     metric = task.spec.metric
     with loading_bars(not quiet):  # --quiet: no weight-loading or conversion bars either
@@ -215,7 +215,7 @@ def run(
             tracker.train_seconds += time.perf_counter() - window_started
             check_finite(losses, step, cfg.lr)
             val = evaluate(model, task.splits["val"], cfg.eval_batch_size, device, cfg.precision, group, metric)
-            row = tracker.update(step, losses, val, scheduler.get_last_lr()[0], model, groups, cfg.patience)
+            row = tracker.update(step, losses, val, float(scheduler.get_last_lr()[0]), model, groups, cfg.patience)
             report(bar, cfg, row, quiet and group.main, metric)
             if checkpoints is not None:
                 checkpoints.save(tracker)
@@ -254,6 +254,13 @@ def resolved(cfg: TrainConfig, spec: TaskSpec) -> TrainConfig:
     saved beside the results."""
     steps = cfg.steps or spec.default_steps
     return cfg.model_copy(update={"steps": steps, "eval_every": min(cfg.eval_every or spec.default_eval_every, steps)})
+
+
+def budget(cfg: TrainConfig) -> tuple[int, int]:
+    """A resolved config's steps and validation interval."""
+    if cfg.steps is None or cfg.eval_every is None:
+        raise ValueError("the config is not resolved (fpt.train.resolved): steps and eval_every are unset")
+    return cfg.steps, cfg.eval_every
 
 
 # what a run leaves in --out
@@ -363,7 +370,7 @@ def result_record(
         "steps": cfg.steps,
         "steps_run": tracker.step,
         "best_step": tracker.best["step"],
-        "stopped_early": tracker.step < cfg.steps,
+        "stopped_early": tracker.step < budget(cfg)[0],
         "metric": task.spec.metric,  # what chose the best step; higher is better for accuracy alone
         **{f"val_{name}": value for name, value in tracker.best.items() if name != "step"},
         **{f"test_{name}": value for name, value in test.items()},
