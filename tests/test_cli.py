@@ -1,9 +1,7 @@
 import json
 import re
-import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -208,28 +206,3 @@ def test_one_formatter_for_every_model():
     assert "unknown sweep key 'grid'; allowed keys: name, description, base, tasks, models, exclude, lr, seeds" in text
     assert "seeds: List should have at least 1 item" in text and "lr: Input should be a valid number" in text
     assert "lr.float" not in text and len(text.splitlines()) == 1
-
-
-def documented_train_commands() -> list[tuple[str, str]]:
-    """Every `fpt train ...` line of a code block in the README and docs/, as (file:line, command) without its
-    comment; a command that reads a config file of the reader's own (`--config my.yaml`) is left out."""
-    root = Path(__file__).resolve().parents[1]
-    found = []
-    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
-        in_code = False
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            in_code = in_code != line.startswith("```")
-            if in_code and line.startswith("fpt train ") and "--config" not in line:
-                found.append((f"{path.relative_to(root)}:{number}", re.split(r"\s{2,}#", line)[0]))
-    return found
-
-
-@pytest.mark.parametrize("command", [pytest.param(c, id=where) for where, c in documented_train_commands()])
-def test_every_train_command_the_docs_show_resolves_to_a_config(command, capsys):
-    """A renamed option or value breaks the docs' commands: each must resolve (`--print-config`, nothing trains)."""
-    assert main([*shlex.split(command)[1:], "--print-config"]) == 0, capsys.readouterr().err
-
-
-def test_the_docs_show_train_commands():
-    commands = [command for _, command in documented_train_commands()]
-    assert len(commands) >= 20 and any("--method lora" in c for c in commands)

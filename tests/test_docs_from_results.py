@@ -4,6 +4,7 @@ the CLI's own parser, not typed by hand; the README stays short and its links le
 import argparse
 import json
 import re
+import shlex
 import subprocess
 from fnmatch import fnmatch
 from math import floor
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fpt.cli import build_parser
+from fpt.cli import build_parser, main
 from fpt.experiments.answers import answers, change_answers
 from fpt.experiments.report import ReportOptions, load_results, normalise, only, table
 from fpt.experiments.settings import Setting, select, steps_to_converge
@@ -519,6 +520,31 @@ def test_every_fpt_command_line_in_the_docs_uses_existing_flags():
                     assert flag in options, f"{name}: fpt {command} {flag}"
                 checked += 1
     assert checked >= 25
+
+
+def documented_train_commands() -> list[tuple[str, str]]:
+    """Every `fpt train ...` line of a code block in README.md or a docs page, as (page:line, command without its
+    comment); a command that reads a config file of the reader's own (`--config my.yaml`) is left out."""
+    found = []
+    for name, page in pages().items():
+        in_code = False
+        for number, line in enumerate(page.splitlines(), 1):
+            in_code = in_code != line.startswith("```")
+            if in_code and line.startswith("fpt train ") and "--config" not in line:
+                found.append((f"{name}:{number}", re.split(r"\s{2,}#", line)[0]))
+    return found
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, id=where) for where, c in documented_train_commands()])
+def test_every_train_command_in_the_docs_resolves_to_a_config(command, capsys):
+    """Beyond existing flags, their values: each `fpt train` line the docs show resolves (`--print-config`, nothing
+    trains), so a renamed method, group or task breaks it here."""
+    assert main([*shlex.split(command)[1:], "--print-config"]) == 0, capsys.readouterr().err
+
+
+def test_the_docs_show_train_commands():
+    commands = [command for _, command in documented_train_commands()]
+    assert len(commands) >= 20 and any("--method lora" in c for c in commands)
 
 
 def test_every_backticked_flag_in_the_docs_is_an_fpt_option():
