@@ -41,7 +41,7 @@ def named_groups(
     """{group: {parameter name: parameter}}, checking that the groups (default: `model.parameter_groups()`) partition
     the model's parameters."""
     names = {id(p): n for n, p in model.named_parameters()}
-    groups = model.parameter_groups() if groups is None else groups  # type: ignore[operator]  # a Module attribute
+    groups = model.parameter_groups() if groups is None else groups  # type: ignore[operator]  # via Module.__getattr__
     if set(groups) != set(GROUPS):
         raise ValueError(f"{type(model).__name__} groups {sorted(groups)} differ from {GROUPS}")
     out: dict[str, dict[str, nn.Parameter]] = {}

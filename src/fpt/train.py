@@ -88,7 +88,7 @@ def deterministic() -> None:
     each buffer it allocates before reading it, and the fill is a pass over memory per allocation (about 5% of a
     CPU training step)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # set at import time
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # not in torch's stubs
 
 
 class Stepper:

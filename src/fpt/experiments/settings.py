@@ -202,8 +202,8 @@ def select(records: list[Record]) -> list[Setting]:
 
 
 def grouped_by_task(settings: list[Setting]) -> list[Setting]:
-    """The settings a task's together (tasks, and settings within one, in order of first appearance): a sweep run by
-    several processes, or with seeds waiting for an lr choice, finishes its tasks' runs interleaved."""
+    """The settings, each task's together (tasks, and settings within one, in order of first appearance): a sweep
+    run by several processes, or with seeds waiting for an lr choice, finishes its tasks' runs interleaved."""
     tasks = list(dict.fromkeys(s.task for s in settings))
     labels = list(dict.fromkeys(s.label for s in settings))
     return sorted(settings, key=lambda s: (tasks.index(s.task), labels.index(s.label)))
