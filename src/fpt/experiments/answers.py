@@ -9,7 +9,7 @@ from statistics import mean
 from typing import Any
 
 from fpt.config import TrainConfig, identity
-from fpt.experiments.settings import Setting, digits_of, params_cell, scale_of, welch
+from fpt.experiments.settings import Setting, digits_of, grouped_by_task, params_cell, scale_of, welch
 from fpt.freeze import PAPER_GROUPS
 
 
@@ -43,9 +43,7 @@ def is_fpt(s: Setting, init: str | None = "pretrained") -> bool:
 def fpt_rows(settings: list[Setting]) -> list[Setting]:
     """The pretrained FPT settings, one answer row each, a task's rows together (FPT on two backbones, from two
     results files, sits side by side), tasks in the order their first FPT setting appears."""
-    fpts = [s for s in settings if is_fpt(s)]
-    tasks = list(dict.fromkeys(s.task for s in fpts))
-    return sorted(fpts, key=lambda s: tasks.index(s.task))
+    return grouped_by_task([s for s in settings if is_fpt(s)])
 
 
 def ablation(s: Setting) -> str | None:
