@@ -14,6 +14,7 @@ from fpt.experiments.records import append_record
 from fpt.experiments.report import ReportOptions, write_report
 from fpt.experiments.settings import cell, mean_ci, select, steps_to_converge, welch
 from fpt.experiments.sweep import SweepOptions, run_sweep
+from fpt.freeze import GROUPS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -325,8 +326,7 @@ def test_which_weights_should_train_compares_each_other_way_with_fpt(tmp_path):
         ("fpt", PAPER_GROUPS, {}, "pretrained", "minilm", 90),
         ("lora-r8", adapter, {"method": "lora", "lora_rank": 8}, "pretrained", "minilm", 93),
         ("lora-ln", (*PAPER_GROUPS, "adapter"), {"method": "lora", "lora_rank": 8}, "pretrained", "minilm", 91),
-        ("full", ("input", "output", "attention", "feedforward", "layernorm", "positional"), {}, "pretrained",
-         "minilm", 85),
+        ("full", GROUPS, {}, "pretrained", "minilm", 85),  # train: all, recorded as every group, adapter included
         ("fpt-random", PAPER_GROUPS, {}, "random", "minilm", 80),
         ("no-lm", PAPER_GROUPS, {"layers": 0}, "pretrained", "minilm", 85),
         ("ia3-smollm2", adapter, {"method": "ia3"}, "pretrained", "smollm2", 70),
@@ -341,8 +341,15 @@ def test_which_weights_should_train_compares_each_other_way_with_fpt(tmp_path):
     assert rows[2:] == [
         ["lora-r8", "lora r=8", "+3.0 [+0.7, +5.3]", "higher |"],
         ["lora-ln", "lora r=8 + layernorm, positional", "+1.0 [-1.3, +3.3]", "no clear difference |"],
-        ["full", "input, output, attention, feedforward, layernorm, positional", "-5.0 [-7.3, -2.7]", "lower |"],
-    ]
+        ["full", "input, output, attention, feedforward, layernorm, positional, embedding", "-5.0 [-7.3, -2.7]",
+         "lower |"],
+    ]  # fmt: skip
+    groups = report.split("## Which parameters train")[1].split("\n## ")[0]
+    labels = [line.split(" | ")[0].removeprefix("| ") for line in groups.splitlines()[4:] if line.startswith("|")]
+    assert labels == [  # named as the answers name them: a method by its knob, full fine-tuning without "adapter"
+        "lora r=8", "ia3", "input, output, layernorm, positional", "lora r=8 + layernorm, positional",
+        "input, output, attention, feedforward, layernorm, positional, embedding",
+    ]  # fmt: skip
 
 
 def test_fpt_on_two_backbones_answers_a_task_in_adjacent_rows(tmp_path):

@@ -19,7 +19,7 @@ from statistics import mean
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fpt.errors import FPTError
-from fpt.experiments.answers import answers, is_fpt, whole
+from fpt.experiments.answers import answers, is_fpt, trains, whole
 from fpt.experiments.moved import section as moved_section
 from fpt.experiments.records import chosen_labels, latest_records, read_records
 from fpt.experiments.settings import (
@@ -338,7 +338,7 @@ def tables(settings: list[Setting]) -> list[str]:
     ablation = [s for s in settings if s.model == "fpt" and s.first["init"] == "pretrained" and whole(s)]
     ablation.sort(key=lambda s: len(s.groups))
     if len({s.groups for s in ablation}) > 1:  # a sweep that varied the trained groups
-        text = table(ablation, lambda s: ", ".join(s.groups), "trained groups \\ task", Setting.cell, by_task)[0]
+        text = table(ablation, trains, "trained groups \\ task", Setting.cell, by_task)[0]  # as the answers name them
         md += ["", "## Which parameters train: groups × task (FPT, pretrained, test accuracy, %)", "", text]
     return md + [
         "",
