@@ -424,6 +424,11 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 finished, 3 to run" in out and out.count("  done  ") == 3
+    seconds = sum(r["train_seconds"] for r in read_records(results))  # seed 1's runs: seed 0's task × model pairs
+    assert out.splitlines()[-1] == (
+        f"training time left: about {seconds:.0f} s one run at a time for the 3 runs to run "
+        "whose task and model have finished runs (at their mean; loading and validation come on top)"
+    )
 
 
 def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir, tmp_path, capsys):

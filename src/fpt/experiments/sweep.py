@@ -420,14 +420,15 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
     latest = {r["run_id"]: r for r in latest_records(records)}
     others = reusable(options.reuse_files())
     lines = []
-    todo = copied = 0
+    copied = 0
+    to_run: list[Run] = []
     for run in runs:
         record = latest.get(run.run_id)
         status = "todo" if record is None else "done" if record.get("status") == "ok" else "failed"
         if status == "todo" and run.run_id in others:
             status, copied = "reuse", copied + 1
         elif status == "todo" or (status == "failed" and options.retry_failed):
-            todo += 1
+            to_run.append(run)
         lines.append(
             f"{run.run_id}  {status:6}  {run.task_label}  {run.setting}  lr {run.config.lr:g}  seed {run.config.seed}"
         )
@@ -442,8 +443,27 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
                   f"{', '.join(sweep.lr_transfer.chosen_on)}")  # fmt: skip
     lines.append(
         f"{sweep.name}: {len(runs) + later} runs ({shape}), {len(plan.settings())} settings; "
-        f"{len(runs) - todo - copied} finished, {todo} to run"
+        f"{len(runs) - len(to_run) - copied} finished, {len(to_run)} to run"
         + (f", {copied} to copy from --reuse" if copied else "")
         + (f", {later} waiting for their lr choice" if later else "")
     )
-    return "\n".join(lines)
+    return "\n".join(lines + time_left(to_run, records))
+
+
+def time_left(to_run: list[Run], records: list[Record]) -> list[str]:
+    """What the runs to do will cost, for planning: each at the mean training time of the finished runs of its task
+    and model (any lr, seed or thread count), which leaves out loading, validation and time queued for a core."""
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for r in latest_records(records):
+        if r.get("status") == "ok" and r.get("train_seconds"):
+            seconds.setdefault((r["task_label"], r["model_label"]), []).append(r["train_seconds"])
+    known = [sum(s) / len(s) for run in to_run if (s := seconds.get((run.task_label, run.model_label)))]
+    if not known:
+        return []
+    total, unknown = sum(known), len(to_run) - len(known)
+    shown = f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.0f} min" if total >= 60 else f"{total:.0f} s"
+    return [
+        f"training time left: about {shown} one run at a time for the {len(known)} runs to run whose task and model "
+        "have finished runs (at their mean; loading and validation come on top)"
+        + (f"; {unknown} runs to run have none yet" if unknown else "")
+    ]
