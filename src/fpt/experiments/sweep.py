@@ -447,14 +447,15 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
         + (f", {copied} to copy from --reuse" if copied else "")
         + (f", {later} waiting for their lr choice" if later else "")
     )
-    return "\n".join(lines + time_left(to_run, records))
+    return "\n".join(lines + time_left(to_run, list(latest.values())))
 
 
-def time_left(to_run: list[Run], records: list[Record]) -> list[str]:
-    """What the runs to do will cost, for planning: each at the mean training time of the finished runs of its task
-    and model (any lr, seed or thread count), which leaves out loading, validation and time queued for a core."""
+def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
+    """What the runs to do will cost, for planning: each at the mean training time of the finished runs (`latest`, a
+    record per run id) of its task and model (any lr, seed or thread count), which leaves out loading, validation and
+    time queued for a core."""
     seconds: dict[tuple[str, str], list[float]] = {}
-    for r in latest_records(records):
+    for r in latest:
         if r.get("status") == "ok" and r.get("train_seconds"):
             seconds.setdefault((r["task_label"], r["model_label"]), []).append(r["train_seconds"])
     known = [sum(s) / len(s) for run in to_run if (s := seconds.get((run.task_label, run.model_label)))]
