@@ -468,3 +468,16 @@ def test_learning_curves_give_a_setting_one_colour_on_every_panel(tmp_path, monk
                 line = handle.lines[0] if hasattr(handle, "lines") else handle  # an errorbar's, or a plain line
                 colours.setdefault(label.split(" ")[0], set()).add(line.get_color())
         assert colours == {"linear": {"C0"}, "fpt": {"C1"}}
+
+
+def test_a_report_of_more_than_ten_settings_gives_each_its_own_colour_and_marker():
+    """Matplotlib's colour cycle has ten colours: with eleven settings the first and the eleventh shared one (the
+    methods comparison's fpt and unfreeze-top-down). Past ten the plots take tab20's, and past twenty a new marker."""
+    from fpt.experiments.plots import colours, markers
+
+    few = select([record("a", f"m{i}", 1e-3, 0, 0.7, 0.7) for i in range(3)])
+    assert colours(few) == {"m0": "C0", "m1": "C1", "m2": "C2"}
+    many = select([record("a", f"m{i}", 1e-3, 0, 0.7, 0.7) for i in range(45)])
+    styles = {(colours(many)[s.label], markers(many)[s.label]) for s in many}
+    assert len(styles) == 45
+    assert len(set(colours(many).values())) == 20 and markers(many)["m0"] == "o" and markers(many)["m20"] == "s"

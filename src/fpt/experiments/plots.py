@@ -43,10 +43,27 @@ def axis_label(split: str, metric: str) -> str:
     return f"{split} accuracy (%)" if metric == "accuracy" else f"{split} {metric.upper()} (lower is better)"
 
 
+MARKERS = "osD^v<>p*h"
+
+
 def colours(settings: list[Setting]) -> dict[str, str]:
     """One colour per setting label, the same on every panel and in both figures (a panel without an earlier label's
-    runs would otherwise shift matplotlib's colour cycle)."""
-    return {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(s.label for s in settings))}
+    runs would otherwise shift matplotlib's colour cycle): matplotlib's ten cycle colours, or tab20's twenty where a
+    report has more labels (the methods comparison has eleven settings a task; C0 would mark two of them)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    labels = list(dict.fromkeys(s.label for s in settings))
+    if len(labels) <= 10:
+        return {label: f"C{i}" for i, label in enumerate(labels)}
+    return {label: to_hex(colormaps["tab20"](i % 20)) for i, label in enumerate(labels)}
+
+
+def markers(settings: list[Setting]) -> dict[str, str]:
+    """One marker per setting label: "o" for the first twenty, then another shape per twenty, so that no two labels
+    share both colour and marker up to two hundred."""
+    labels = list(dict.fromkeys(s.label for s in settings))
+    return {label: MARKERS[(i // 20) % len(MARKERS)] for i, label in enumerate(labels)}
 
 
 def learning_curves(settings: list[Setting], path: Path) -> None:
@@ -55,7 +72,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
     from fpt.experiments.settings import scale_of
 
     tasks = by_task(settings)
-    colour = colours(settings)
+    colour, marker = colours(settings), markers(settings)
     fig, axes = panels(len(tasks))
     for ax, (task, group) in zip(axes, tasks.items(), strict=True):
         for s in group:
@@ -67,7 +84,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
             (line,) = ax.plot(
                 steps,
                 [np.mean(v) for v in values],
-                marker="o",
+                marker=marker[s.label],
                 markersize=3,
                 color=colour[s.label],
                 label=f"{s.label} (lr {s.lr:g}, n={len(curves)})",
@@ -90,7 +107,7 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
     from fpt.experiments.settings import mean_ci, scale_of
 
     tasks = by_task(settings)
-    colour = colours(settings)
+    colour, marker = colours(settings), markers(settings)
     fig, axes = panels(len(tasks))
     for ax, (task, group) in zip(axes, tasks.items(), strict=True):
         for s in group:
@@ -98,8 +115,8 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
                 continue
             m, half = mean_ci([scale_of(s.metric) * v for v in s.values(f"test_{s.metric}")])
             params = float(np.mean(s.values("trainable_params")))
-            ax.errorbar([params], [m], yerr=[[half or 0.0], [half or 0.0]], fmt="o", capsize=3, label=s.label,
-                        color=colour[s.label])  # fmt: skip
+            ax.errorbar([params], [m], yerr=[[half or 0.0], [half or 0.0]], fmt=marker[s.label], capsize=3,
+                        label=s.label, color=colour[s.label])  # fmt: skip
         ax.set_xscale("log")
         ax.set(title=task, xlabel="trained parameters", ylabel=axis_label("test", group[0].metric))
         ax.grid(alpha=0.3, which="both")
