@@ -799,3 +799,78 @@ def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
         assert suite["lr"] == 3e-4
         shown = f"{100 * suite['test_accuracy']:.1f} to {100 * r['test_accuracy']:.1f}% on {below[task]}"
         assert shown in page, shown
+
+
+def test_methods_comparison_table_and_sentences_come_from_its_results_file():
+    """The README's methods table (minilm, the four fast tasks) and every figure of the paragraph under it are read off
+    results/methods-comparison/methods-comparison.jsonl: each difference it names is one whose 95% interval excludes 0,
+    and it names every such one."""
+    from fpt.experiments.answers import difference
+    from fpt.experiments.moved import setting_cells
+    from fpt.experiments.plan import Plan, load_sweep
+    from fpt.experiments.records import read_records
+
+    path = ROOT / "results/methods-comparison/methods-comparison.jsonl"
+    fast = ("bit-xor", "digits", "gunpoint", "italy-power")
+    settings = [s for s in select(normalise(load_results([path]))) if s.task in fast and s.model != "smollm2"]
+    settings = [s for s in settings if s.first["backbone"] == "minilm"]
+    get = {(s.task, s.label): s for s in settings}
+    weights = {s.label: s.first["trainable_params"] for s in settings if s.task == "digits"}
+    shown = table(settings, lambda s: f"{s.label} ({weights[s.label]:,})", "method (weights trained on digits) \\ task",
+                  Setting.cell)[0]  # fmt: skip
+    readme = flat(text("README.md"))
+    assert shown in text("README.md")
+    assert len(settings) == 44 and all(len(s.ok) == 3 and not s.failed for s in settings)  # "the fast tasks are done"
+    runs = len({r["run_id"] for r in read_records(path)})
+    total = Plan.of(load_sweep(ROOT / "configs/methods-comparison.yaml")).total()
+    assert f"{runs} of {total} runs so far" in readme
+
+    names = {"ln-tuning": "LN tuning", "bitfit": "BitFit", "ia3": "(IA)³", "lora-r1": "LoRA r=1",
+             "prompt-16": "prompt tuning", "full": "full fine-tuning",
+             "unfreeze-top-down": "gradual unfreezing"}  # fmt: skip
+    versus = {(t, m): difference(get[(t, m)], get[(t, "fpt")]) for t in fast for m in weights if m != "fpt"}
+    clear = {key: v for key, v in versus.items() if v[1] != "no clear difference"}
+    for (_, label), (diff, _) in clear.items():
+        assert f"{names[label]} ({diff})" in readme
+    small = ("ln-tuning", "bitfit", "ia3", "lora-r1", "prompt-16")
+    below = [key for key, (_, verdict) in clear.items() if key[1] in small and verdict == "lower"]
+    assert not [key for key, (_, verdict) in clear.items() if key[1] in small and verdict == "higher"]
+    named = [("digits", "bitfit"), ("digits", "prompt-16"), ("italy-power", "ln-tuning"), ("italy-power", "bitfit"),
+             ("italy-power", "ia3"), ("italy-power", "lora-r1")]  # fmt: skip
+    assert sorted(below) == sorted(named)
+    assert f"below it in {len(below)} of their {4 * len(small)} cells and above it in none" in readme
+    low, high = min(weights[m] for m in small), max(weights[m] for m in small)
+    assert f"train {round(low / 1000)}-{round(high / 1000)}k weights (FPT: {round(weights['fpt'] / 1000)}k)" in readme
+    assert not [key for key in clear if key[1] in ("lora-r8", "lora-r22", "lora-r8-ln-pos")]  # "level ... on all four"
+    above = sorted(key for key, (_, verdict) in clear.items() if verdict == "higher")
+    assert above == [("digits", "full"), ("digits", "unfreeze-top-down")]  # "beat FPT, on digits alone"
+    ratio = [round(weights[m] / weights["fpt"]) for m in ("full", "unfreeze-top-down")]
+    assert f"with {ratio[0]}× and {ratio[1]}× FPT's weights, beat FPT, on digits alone" in readme
+    capped = sum(get[("bit-xor", m)].capped for m in small)
+    cap = get[("bit-xor", "fpt")].first["config"]["steps"]
+    assert f"{capped} of their bit-XOR seeds ran to the {cap:,}-step cap" in readme
+
+    def val0(s: Setting, lr: float) -> float:
+        return next(r["val_accuracy"] for r in s.by_lr[lr] if r["seed"] == 0)
+
+    def tie(s: Setting) -> bool:  # the chosen lr's seed-0 validation equals another lr's
+        return any(val0(s, lr) == val0(s, s.lr) for lr in s.by_lr if lr != s.lr)
+
+    sizes = [get[(t, "fpt")].first["task_info"]["split_sizes"]["val"] for t in ("gunpoint", "italy-power")]
+    ties = [sum(tie(s) for s in settings if s.task == t) for t in ("gunpoint", "italy-power")]
+    assert f"validate on {sizes[0]} and {sizes[1]} series" in readme
+    assert f"ties, going to the smaller lr ({ties[0]} and {ties[1]} of 11 settings)" in readme
+    lowest = [s for s in settings if s.task == "digits" and s.lr == min(s.by_lr) and not tie(s)]
+    words = {5: "five", 6: "six", 7: "seven"}
+    assert f"on digits {words[len(lowest)]} settings chose their grid's lowest lr outright" in readme
+
+    def norms(label: str) -> dict:  # the layer norms' relative change on digits, per layer (None: outside the blocks)
+        cells, _ = setting_cells([r["moved"] for r in get[("digits", label)].ok])
+        return {layer: v for (group, layer), v in cells.items() if group == "layernorm"}
+
+    fpt, full = norms("fpt"), norms("full")
+    top = max(k for k in fpt if k is not None)
+    rest = [v for k, v in fpt.items() if k != top]
+    assert max(fpt, key=lambda k: fpt[k]) == top
+    assert (f"(digits: by {fpt[top]:.2f} of their norm, {min(rest):.2f}-{max(rest):.2f} elsewhere), full fine-tuning's "
+            f"by {max(full.values()):.2f} at most") in readme  # fmt: skip
