@@ -44,6 +44,7 @@ def axis_label(split: str, metric: str) -> str:
 
 
 MARKERS = "osD^v<>p*h"
+SHARED_LEGEND = 6  # settings past which the accuracy-vs-parameters panels share one legend
 
 
 def colours(settings: list[Setting]) -> dict[str, str]:
@@ -120,8 +121,11 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
         ax.set_xscale("log")
         ax.set(title=task, xlabel="trained parameters", ylabel=axis_label("test", group[0].metric))
         ax.grid(alpha=0.3, which="both")
-        if ax.get_legend_handles_labels()[0]:
+        if len(colour) <= SHARED_LEGEND and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
+    if len(colour) > SHARED_LEGEND:  # one legend beside the panels: eleven entries in a panel hide its points
+        found = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+        fig.legend(list(found.values()), list(found), loc="outside right upper", fontsize="small")
     title(fig, "Test accuracy vs number of trained parameters (mean ± 95% CI over seeds, chosen lr)")
     fig.savefig(path, dpi=100)
 
