@@ -123,3 +123,31 @@ def test_minilm_bit_xor_needs_pretraining_and_matched_input_scale(init, input_in
         assert result["test_accuracy"] > 0.95
     else:
         assert result["test_accuracy"] < 0.75
+
+
+def test_a_record_is_marked_dirty_only_by_uncommitted_changes_to_the_code(tmp_path):
+    """A sweep appends to its committed results file while it runs: that must not mark its later records as run from
+    uncommitted code. Only the fpt source folder counts."""
+    import subprocess
+
+    from fpt.results import source_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)  # fmt: skip
+
+    code, results = tmp_path / "src" / "fpt", tmp_path / "results"
+    code.mkdir(parents=True)
+    results.mkdir()
+    (code / "train.py").write_text("x = 1\n")
+    (results / "sweep.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    assert source_state(code)["dirty"] is False and len(source_state(code)["commit"]) == 40
+    (results / "sweep.jsonl").write_text("{}\n{}\n")
+    (tmp_path / "README.md").write_text("untracked\n")
+    assert source_state(code)["dirty"] is False  # the results file and an untracked file are not the code
+    (code / "train.py").write_text("x = 2\n")
+    assert source_state(code)["dirty"] is True
+    assert source_state(tmp_path / "nowhere") == {"commit": None, "dirty": None}

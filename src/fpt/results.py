@@ -108,14 +108,20 @@ def hardware(device: torch.device) -> dict[str, Any]:
 @cache
 def git_commit() -> dict[str, Any]:
     """The commit of the fpt source tree (None outside a git checkout) and whether it had uncommitted changes."""
-    here = Path(__file__).resolve().parent
+    return source_state(Path(__file__).resolve().parent)
+
+
+def source_state(here: Path) -> dict[str, Any]:
+    """HEAD's commit of the checkout holding the folder `here`, and whether tracked files under `here` differ from it.
+    Only that folder counts: a sweep appending to its committed results file, or an edited README, changes no code
+    that ran (each record holds its own config)."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = (
             subprocess.run(
-                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
                 capture_output=True,
                 text=True,
                 timeout=10,
