@@ -481,3 +481,26 @@ def test_a_report_of_more_than_ten_settings_gives_each_its_own_colour_and_marker
     styles = {(colours(many)[s.label], markers(many)[s.label]) for s in many}
     assert len(styles) == 45
     assert len(set(colours(many).values())) == 20 and markers(many)["m0"] == "o" and markers(many)["m20"] == "s"
+
+
+def test_a_figure_of_many_settings_has_one_legend_beside_its_panels(tmp_path, monkeypatch):
+    """Eleven entries in a panel's legend hid its lines and points: past SHARED_LEGEND settings both figures draw one
+    legend of labels beside the panels, and none inside them; fewer settings keep a legend in each panel."""
+    from matplotlib.figure import Figure
+
+    from fpt.experiments.plots import SHARED_LEGEND, accuracy_vs_params, learning_curves
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *args, **kwargs: saved.append(fig))
+    for n in (SHARED_LEGEND, SHARED_LEGEND + 1):
+        saved.clear()
+        runs = [record(task, f"m{i}", 1e-3, 0, 0.7, 0.7) for task in ("a", "b") for i in range(n)]
+        learning_curves(select(runs), tmp_path / "curves.png")
+        accuracy_vs_params(select(runs), tmp_path / "params.png")
+        for fig in saved:
+            inside = [ax.get_legend() for ax in fig.axes if ax.get_visible() and ax.get_legend() is not None]
+            if n > SHARED_LEGEND:
+                assert not inside and len(fig.legends) == 1
+                assert [t.get_text() for t in fig.legends[0].get_texts()] == [f"m{i}" for i in range(n)]
+            else:
+                assert len(inside) == 2 and not fig.legends

@@ -44,7 +44,7 @@ def axis_label(split: str, metric: str) -> str:
 
 
 MARKERS = "osD^v<>p*h"
-SHARED_LEGEND = 6  # settings past which the accuracy-vs-parameters panels share one legend
+SHARED_LEGEND = 6  # settings past which a figure's panels share one legend
 
 
 def colours(settings: list[Setting]) -> dict[str, str]:
@@ -67,6 +67,18 @@ def markers(settings: list[Setting]) -> dict[str, str]:
     return {label: MARKERS[(i // 20) % len(MARKERS)] for i, label in enumerate(labels)}
 
 
+def legends(fig: Figure, axes: list[Any], shared: bool) -> None:
+    """A legend in each panel, or (`shared`: more settings than SHARED_LEGEND, whose entries would hide a panel's
+    lines and points) one legend of every panel's labels beside the panels."""
+    if not shared:
+        for ax in axes:
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize="x-small")
+        return
+    found = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(list(found.values()), list(found), loc="outside right upper", fontsize="small")
+
+
 def learning_curves(settings: list[Setting], path: Path) -> None:
     """Validation accuracy against step, one panel per task, one line per setting (its chosen lr): the mean over
     seeds, with a band from the lowest to the highest seed."""
@@ -74,6 +86,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
 
     tasks = by_task(settings)
     colour, marker = colours(settings), markers(settings)
+    shared = len(colour) > SHARED_LEGEND  # one legend of labels beside the panels; each task's lrs: the lr table
     fig, axes = panels(len(tasks))
     for ax, (task, group) in zip(axes, tasks.items(), strict=True):
         for s in group:
@@ -88,18 +101,17 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
                 marker=marker[s.label],
                 markersize=3,
                 color=colour[s.label],
-                label=f"{s.label} (lr {s.lr:g}, n={len(curves)})",
+                label=s.label if shared else f"{s.label} (lr {s.lr:g}, n={len(curves)})",
             )
             ax.fill_between(
                 steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2
             )
         ax.set(title=task, xlabel="step", ylabel=axis_label("val", group[0].metric))
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="x-small")
-    title(
-        fig, "Validation accuracy vs training step at each setting's chosen lr (line: mean over seeds; band: min–max)"
-    )
+    legends(fig, axes, shared)
+    where = "; each lr: the report's lr table" if shared else ""
+    title(fig, f"Validation accuracy vs training step at each setting's chosen lr{where} (line: mean over seeds; band: "
+               "min–max)")  # fmt: skip
     fig.savefig(path, dpi=100)
 
 
@@ -121,11 +133,7 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
         ax.set_xscale("log")
         ax.set(title=task, xlabel="trained parameters", ylabel=axis_label("test", group[0].metric))
         ax.grid(alpha=0.3, which="both")
-        if len(colour) <= SHARED_LEGEND and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="x-small")
-    if len(colour) > SHARED_LEGEND:  # one legend beside the panels: eleven entries in a panel hide its points
-        found = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
-        fig.legend(list(found.values()), list(found), loc="outside right upper", fontsize="small")
+    legends(fig, axes, len(colour) > SHARED_LEGEND)
     title(fig, "Test accuracy vs number of trained parameters (mean ± 95% CI over seeds, chosen lr)")
     fig.savefig(path, dpi=100)
 
