@@ -874,3 +874,47 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     assert max(fpt, key=lambda k: fpt[k]) == top
     assert (f"(digits: by {fpt[top]:.2f} of their norm, {min(rest):.2f}-{max(rest):.2f} elsewhere), full fine-tuning's "
             f"by {max(full.values()):.2f} at most") in readme  # fmt: skip
+
+
+def test_methods_positions_table_and_sentences_come_from_its_results_files():
+    """docs/baselines.md's table of FPT without its positions or its norms, beside FPT and LN tuning on the two UCR
+    sets, and each figure under it, are read off the two sweeps' results files."""
+    from fpt.experiments.answers import difference
+    from fpt.experiments.plan import Plan, load_sweep
+    from fpt.experiments.records import read_records
+
+    files = [ROOT / "results/methods-comparison/methods-comparison.jsonl",
+             ROOT / "results/methods-positions/methods-positions.jsonl"]  # fmt: skip
+    assert len(read_records(files[1])) == Plan.of(load_sweep(ROOT / "configs/methods-positions.yaml")).total() == 16
+    get = {(s.task, s.label): s for s in select(normalise(load_results(files)))}
+    labels = ("fpt", "fpt-norms-only", "fpt-positions-only", "ln-tuning")
+    page = text("baselines")
+    for task in ("gunpoint", "italy-power"):
+        diff, verdict = difference(get[(task, "fpt-positions-only")], get[(task, "fpt-norms-only")])
+        cells = " | ".join(get[(task, label)].cell() for label in labels)
+        assert f"| {task} | {cells} | {diff} ({verdict}) |" in page
+        assert all(len(get[(task, label)].ok) == 3 for label in labels)
+    flat_page = flat(page)
+    small = [
+        difference(get[("italy-power", m)], get[("italy-power", "fpt")])
+        for m in ("ln-tuning", "bitfit", "ia3", "lora-r1")
+    ]
+    assert all(verdict == "lower" for _, verdict in small)
+    gaps = [-float(diff.split()[0]) for diff, _ in small]
+    assert f"each {round(min(gaps))}-{round(max(gaps))} points below FPT" in flat_page
+
+    def versus(a: str, b: str, task: str = "italy-power") -> tuple[str, str]:
+        return difference(get[(task, a)], get[(task, b)])
+
+    assert versus("fpt-norms-only", "ln-tuning")[1] == "no clear difference"
+    assert f"level with it, {versus('fpt-norms-only', 'ln-tuning')[0]}" in flat_page
+    assert versus("fpt-norms-only", "fpt")[1] == "lower"
+    assert f"below FPT ({versus('fpt-norms-only', 'fpt')[0]} points)" in flat_page
+    assert versus("fpt-positions-only", "fpt")[1] == "no clear difference"
+    assert f"its positions alone are level with FPT ({versus('fpt-positions-only', 'fpt')[0]})" in flat_page
+    table = get[("italy-power", "fpt")].first["trainable_params"] - get[("italy-power", "fpt-norms-only")].first[
+        "trainable_params"]  # fmt: skip
+    assert f"the position table, {table:,} of FPT's weights" in flat_page
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+    assert all(versus(a, b, "gunpoint")[1] == "no clear difference" for a, b in pairs)  # "no two ... differ clearly"
+    assert "On GunPoint no two of these settings differ clearly" in flat_page
