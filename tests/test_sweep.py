@@ -424,11 +424,75 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     assert main(["sweep", str(path), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 finished, 3 to run" in out and out.count("  done  ") == 3
-    seconds = sum(r["train_seconds"] for r in read_records(results))  # seed 1's runs: seed 0's task × model pairs
+    seconds = sum(r["wall_seconds"] for r in read_records(results))  # seed 1's runs: seed 0's task × model pairs
     assert out.splitlines()[-1] == (
-        f"training time left: about {seconds:.0f} s one run at a time for the 3 runs to run "
-        "whose task and model have finished runs (at their mean; loading and validation come on top)"
+        f"time left: about {seconds:.0f} s one run at a time for the 3 runs to run whose task and model have "
+        "finished runs (at their mean: wall time where records hold it, else training time alone)"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("1d12h", 129600), ("1:30", 5400), ("0:01:05", 65)],
+)
+def test_time_limit_reads_durations(text, seconds):
+    from fpt.experiments.sweep import duration_seconds
+
+    assert duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("value", ["90", "2 hours", "1:75", "0m"])
+def test_a_bad_time_limit_is_one_line_naming_the_option(tiny_bert_dir, tmp_path, capsys, value):
+    path = write_sweep(tmp_path / "sweep.yaml", tiny_sweep(tiny_bert_dir))
+    assert main(["sweep", str(path), "--results", str(tmp_path / "r.jsonl"), "--time-limit", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fpt: error: --time-limit") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path, capsys):
+    """Under --time-limit a run starts only if its task × model's mean wall time (less a checkpoint's share) fits in
+    the time left; the others stay to do, and the same command continues them."""
+    from fpt.experiments.sweep import execute, mean_seconds, seconds_left
+    from fpt.shipping.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
+    from fpt.shipping.patch import save_safetensors
+
+    path = write_sweep(tmp_path / "sweep.yaml", tiny_sweep(tiny_bert_dir))
+    results = tmp_path / "r.jsonl"
+    run_sweep(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[0])), SweepOptions(results=results, quiet=True))
+    first = read_records(results)
+    assert all(r["wall_seconds"] >= r["train_seconds"] > 0 and r["resumed"] is False for r in first)
+    # As if an fpt run took 20 min and a linear one 1 min: only seed 1's linear run fits in 10 min.
+    timed = [{**r, "wall_seconds": 1200.0 if r["model_label"] == "fpt" else 60.0} for r in first]
+    results.write_text("".join(json.dumps(r) + "\n" for r in timed))
+    assert mean_seconds(timed) == {("xor", "fpt"): 1200.0, ("xor", "linear"): 60.0}
+    assert mean_seconds([{**r, "resumed": True} for r in timed]) == {  # a resumed run's wall time is a part
+        ("xor", r["model_label"]): r["train_seconds"] for r in timed if r["model_label"] == "linear"
+    } | {("xor", "fpt"): sum(r["train_seconds"] for r in timed if r["model_label"] == "fpt") / 2}
+
+    assert main(["sweep", str(path), "--results", str(results), "--quiet", "--time-limit", "10m"]) == 0
+    err = capsys.readouterr().err
+    new = read_records(results)[len(first) :]
+    assert [(r["model_label"], r["seed"]) for r in new] == [("linear", 1)]
+    assert (
+        "tiny: --time-limit 10m: 2 runs not started, each expected to need more than the 10 min left "
+        "(the shortest 20 min); the same command continues them"
+    ) in err
+    assert main(["sweep", str(path), "--results", str(results), "--quiet", "--time-limit", "1h"]) == 0
+    assert len(read_records(results)) == 6 and "not started" not in capsys.readouterr().err
+
+    # The part a half-done run has left: its checkpoint's share of the steps; nothing is known without an estimate.
+    folder = tmp_path / "half"
+    folder.mkdir()
+    save_safetensors(folder / CHECKPOINT_FILE, {}, {"format": CHECKPOINT_FORMAT, "step": 6, "config": {"steps": 8}})
+    assert seconds_left(folder, 1200.0) == 300.0 and seconds_left(folder, None) == 0.0
+    assert seconds_left(tmp_path / "none", 1200.0) == 1200.0
+    # Once the time is up, no run starts, known or not; an unknown one starts while any time is left.
+    run = Plan.of(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[2]))).now([])[0]
+    late = execute(run, tmp_path / "runs", "tiny", deadline=time.time() - 1)
+    assert late == {"run_id": run.run_id, "status": "late", "needs": 0.0}
+    assert not (tmp_path / "runs" / run.run_id / "train.log").exists()
+    assert execute(run, tmp_path / "runs", "tiny", deadline=time.time() + 600)["status"] == "ok"
 
 
 def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir, tmp_path, capsys):

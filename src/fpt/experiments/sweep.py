@@ -33,8 +33,10 @@ RUNS_DIR/<run_id>/ with its checkpoints; the record (fpt.train's result, the lab
 is appended to the results file once the run ends. A run is finished when its id is in the file, so re-running a sweep
 skips finished runs and resumes a half-done one from its checkpoint; the numbers equal those of an unbroken sweep. A
 run that fails with an FPTError (a non-finite loss at a high lr) is recorded with status "failed" and its error, and
-counts as finished (`--retry-failed` runs it again). A run another sweep already trained (the same id in its results
-file, `--reuse`) is copied from there, relabelled, instead of trained again.
+counts as finished (`--retry-failed` runs it again). Under `--time-limit`, a run starts only if its task × model's mean
+time per run (less what its checkpoint has done) fits in the time left; the others wait for the next call. A run
+another sweep already trained (the same id in its results file, `--reuse`) is copied from there, relabelled, instead
+of trained again.
 
 Several sweep processes may share one config, results file and runs folder (split by hand with `--tasks`, or just
 started twice, on one machine or on hosts that share the folder): a run trains under a lock on its folder, a process
@@ -48,14 +50,16 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from fpt import placement
@@ -64,6 +68,21 @@ from fpt.errors import FPTError
 from fpt.experiments.plan import Plan, Run, SweepConfig
 from fpt.experiments.records import append_record, finished_ids, latest_records, read_records, reusable
 from fpt.experiments.settings import Record, setting_label
+
+DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+CLOCK = re.compile(r"(\d+):([0-5]\d)(?::([0-5]\d))?")
+
+
+def duration_seconds(text: str) -> int:
+    """'2h', '90m', '1h30m', '45s', '1d12h' or H:MM[:SS] as seconds; a ValueError naming the forms otherwise."""
+    text = text.strip()
+    if (match := DURATION.fullmatch(text)) and any(match.groups()):
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    elif match := CLOCK.fullmatch(text):
+        days, (hours, minutes, seconds) = 0, (int(g or 0) for g in match.groups())
+    else:
+        raise ValueError("not a duration (give e.g. 2h, 90m, 1h30m, 45s or H:MM[:SS])")
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 class SweepOptions(BaseModel):
@@ -108,6 +127,21 @@ class SweepOptions(BaseModel):
         json_schema_extra={"metavar": "FILES"},
     )
 
+    time_limit: str | None = Field(
+        None,
+        description="the sweep's own time limit (2h, 90m, 1h30m, H:MM[:SS]): it starts no run expected to outlast it "
+        "(each at its task × model's mean time per run among finished runs, less what a half-done run's checkpoint "
+        "has done) and none once it is up; a run that overruns is not stopped. The same command continues later",
+        json_schema_extra={"metavar": "DURATION"},
+    )
+
+    @field_validator("time_limit")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and duration_seconds(value) <= 0:
+            raise ValueError("must be longer than 0 s")
+        return value
+
     def plan(self, sweep: SweepConfig) -> Plan:
         """The sweep's plan, narrowed to --tasks and --models."""
         return Plan.of(sweep, tasks=self.tasks, models=self.models)
@@ -138,16 +172,54 @@ def reused_record(run: Run, sweep_name: str, source: Path, record: Record) -> Re
 
 RUN_LOCK = "sweep.lock"  # in a run's folder: held by the process training the run
 BUSY = "busy"  # what execute returns for a run another process holds: no record, the run is left to it
+LATE = "late"  # what execute returns for a run --time-limit leaves for later: no record
 
 
-def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None = None) -> Record:
+@dataclass(frozen=True)
+class Deadline:
+    """A sweep's --time-limit: when it is up (a time.time()), and each task × model's mean seconds per run."""
+
+    at: float
+    seconds: dict[tuple[str, str], float]
+
+    def expected(self, run: Run) -> float | None:
+        return self.seconds.get((run.task_label, run.model_label))
+
+
+def seconds_left(out: Path, expected: float | None) -> float:
+    """What the run in folder `out` is expected to take still: `expected` (a whole run's time) less the share of its
+    steps that its checkpoint has done; 0 when nothing is known."""
+    from fpt.shipping.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
+    from fpt.shipping.patch import read_metadata
+
+    if expected is None or not (out / CHECKPOINT_FILE).is_file():
+        return expected or 0.0
+    try:
+        meta = read_metadata(out / CHECKPOINT_FILE, CHECKPOINT_FORMAT)
+        return expected * max(0.0, 1 - meta["step"] / meta["config"]["steps"])
+    except (FPTError, KeyError, TypeError, ZeroDivisionError):  # a bad checkpoint: training says what is wrong
+        return expected
+
+
+def execute(
+    run: Run,
+    runs_dir: str | Path,
+    sweep_name: str,
+    threads: int | None = None,
+    deadline: float | None = None,
+    expected: float | None = None,
+) -> Record:
     """Train one run into RUNS_DIR/<run_id>/ (resuming its checkpoint; reusing its result.json if the run finished
     but its record was never written) and return its record. An FPTError becomes a failed record. The run's own log
     lines go to train.log in its folder. Runs in worker processes and Ray tasks as well as in the sweep's own. A run
-    whose folder another process holds (RUN_LOCK) is not touched: the return is {"run_id", "status": BUSY}."""
+    whose folder another process holds (RUN_LOCK) is not touched: the return is {"run_id", "status": BUSY}. With a
+    `deadline` (a time.time()), a run whose `expected` seconds (a whole run's; unknown: 0) would outlast it, less
+    what its checkpoint has done, does not start: the return is {"run_id", "status": LATE, "needs": seconds}."""
     from fpt.results import read_json
     from fpt.shipping.checkpoint import CHECKPOINT_FILE
     from fpt.train import train
+
+    started = time.perf_counter()
 
     # A worker's share of the cores, unless the run names its threads (a placement field: the run id stays)
     cfg = run.config if run.config.threads or not threads else run.config.model_copy(update={"threads": threads})
@@ -161,13 +233,21 @@ def execute(run: Run, runs_dir: str | Path, sweep_name: str, threads: int | None
         if (out / "result.json").is_file():  # finished, but killed before its record was written (or another
             done = read_json(out / "result.json")  # process trained it and writes it: run_sweep writes it once)
             return {**head, "status": "ok", **done, "resumed": False, **kept(out)}
+        if deadline is not None and time.time() + (needs := seconds_left(out, expected)) > deadline:
+            return {"run_id": run.run_id, "status": LATE, "needs": needs}
         with open(out / "train.log", "a") as log, contextlib.redirect_stderr(log):
             try:
                 result = train(cfg, out=out, quiet=True, resume=resume)
             except FPTError as err:
                 print(f"fpt: run failed: {err}", file=log)
-                return {**head, **failed_record(cfg, err)}
-        return {**head, "status": "ok", **result, "resumed": resume, **kept(out)}
+                return {**head, **failed_record(cfg, err), **wall(started)}
+        return {**head, "status": "ok", **result, "resumed": resume, **kept(out), **wall(started)}
+
+
+def wall(started: float) -> Record:
+    """A record's wall time: the run's seconds in this call (loading, validation and test included; of a resumed
+    run, the part since it resumed), by which --time-limit plans the runs of its task and model."""
+    return {"wall_seconds": round(time.perf_counter() - started, 1)}
 
 
 @contextlib.contextmanager
@@ -183,9 +263,10 @@ def claim(out: Path) -> Iterator[bool]:
             yield True
 
 
-def wait_for(folders: list[Path], every: float = 2.0) -> None:
-    """Wait until a process that holds one of the run `folders` lets it go (its run ended, or the process died)."""
-    while True:
+def wait_for(folders: list[Path], every: float = 2.0, until: float | None = None) -> None:
+    """Wait until a process that holds one of the run `folders` lets it go (its run ended, or the process died), or
+    until the time.time() `until`."""
+    while until is None or time.time() < until:
         for out in folders:
             with claim(out) as free:
                 if free:
@@ -247,11 +328,18 @@ def _init_worker(threads: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
-def run_local(runs: list[Run], runs_dir: Path, sweep_name: str, workers: int) -> Iterator[Record]:
+def limits(run: Run, deadline: Deadline | None) -> tuple[float | None, float | None]:
+    """execute's deadline and expected seconds for `run`."""
+    return (None, None) if deadline is None else (deadline.at, deadline.expected(run))
+
+
+def run_local(
+    runs: list[Run], runs_dir: Path, sweep_name: str, workers: int, deadline: Deadline | None = None
+) -> Iterator[Record]:
     """Records of `runs` as they finish: in this process (workers=1) or in a pool of spawned worker processes."""
     if workers == 1:
         for run in runs:
-            yield execute(run, runs_dir, sweep_name)
+            yield execute(run, runs_dir, sweep_name, None, *limits(run, deadline))
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -259,7 +347,7 @@ def run_local(runs: list[Run], runs_dir: Path, sweep_name: str, workers: int) ->
     threads = max(1, placement.available_cores() // workers)
     pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker, (threads,))
     try:
-        pending = {pool.submit(execute, run, runs_dir, sweep_name, threads) for run in runs}
+        pending = {pool.submit(execute, run, runs_dir, sweep_name, threads, *limits(run, deadline)) for run in runs}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -290,14 +378,21 @@ def start_ray(address: str | None) -> Any:
     return ray
 
 
-def run_ray(runs: list[Run], runs_dir: Path, sweep_name: str, workers: int, address: str | None) -> Iterator[Record]:
+def run_ray(
+    runs: list[Run],
+    runs_dir: Path,
+    sweep_name: str,
+    workers: int,
+    address: str | None,
+    deadline: Deadline | None = None,
+) -> Iterator[Record]:
     """Records of `runs` as they finish, each run a Ray task (on the local machine, or the cluster at `address`).
     The runs' folders must be on a file system every node sees for a killed sweep to resume half-done runs."""
     ray = start_ray(address)
     try:
         threads = max(1, int(ray.available_resources().get("CPU", 1)) // workers)
         task = ray.remote(num_cpus=threads)(execute)
-        pending = [task.remote(run, str(runs_dir), sweep_name, threads) for run in runs]
+        pending = [task.remote(run, str(runs_dir), sweep_name, threads, *limits(run, deadline)) for run in runs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -359,7 +454,8 @@ def run_sweep(
         + f" → {results}"
     )
     slow_bf16(todo)
-    started, tried = time.perf_counter(), set()
+    started, tried, late = time.perf_counter(), set(), {}
+    limit = None if options.time_limit is None else time.time() + duration_seconds(options.time_limit)
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
             for run in (r for r in todo if r.run_id in others):  # copied: finished in the file, never tried here
@@ -372,15 +468,18 @@ def run_sweep(
             if options.order == "task" and todo:  # the first task (in the sweep's order) with runs left
                 task = next(label for label in sweep.tasks if any(r.task_label == label for r in todo))
                 todo = [r for r in todo if r.task_label == task]
+            deadline = None if limit is None else Deadline(limit, mean_seconds(latest_records(written)))
             if options.backend == "ray":
-                records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address)
+                records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address, deadline)
             else:
-                records = run_local(todo, runs_dir, sweep.name, workers)
+                records = run_local(todo, runs_dir, sweep.name, workers, deadline)
             busy: set[str] = set()
             try:
                 for record in records:
                     if record["status"] == BUSY:
                         busy.add(record["run_id"])
+                    elif record["status"] == LATE:
+                        late[record["run_id"]] = record["needs"]
                     elif append_record(results, record, unless_finished=True):
                         bar.update()
                         say(describe(record))
@@ -389,7 +488,9 @@ def run_sweep(
                     records.close()  # shut the pool or Ray down now, also when interrupted
             tried |= {r.run_id for r in todo} - busy  # a failed run is not tried again in this call
             if busy and busy == {r.run_id for r in todo}:  # only runs other processes hold: wait for one to end
-                wait_for([runs_dir / run_id for run_id in sorted(busy)])
+                if limit is not None and time.time() >= limit:
+                    break
+                wait_for([runs_dir / run_id for run_id in sorted(busy)], until=limit)
             written = read_records(results)
             runs = plan.now(written)
             done = finished_ids(written, options.retry_failed) | tried
@@ -403,6 +504,13 @@ def run_sweep(
         f"{sweep.name}: {len(final)} of {len(runs)} runs finished ({failed} failed) in "
         f"{time.perf_counter() - started:.0f} s → {results}"
     )
+    if late := {k: v for k, v in late.items() if k not in {r["run_id"] for r in final}}:
+        left = max(0.0, (limit or 0.0) - time.time())
+        say(
+            f"{sweep.name}: --time-limit {options.time_limit}: {len(late)} runs not started, each expected to need "
+            f"more than the {clock(left)} left (the shortest {clock(min(late.values()))}); the same command "
+            "continues them"
+        )
     return final
 
 
@@ -450,21 +558,38 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
     return "\n".join(lines + time_left(to_run, list(latest.values())))
 
 
-def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
-    """What the runs to do will cost, for planning: each at the mean training time of the finished runs (`latest`, a
-    record per run id) of its task and model (any lr, seed or thread count), which leaves out loading, validation and
-    time queued for a core."""
-    seconds: dict[tuple[str, str], list[float]] = {}
+def mean_seconds(latest: list[Record]) -> dict[tuple[str, str], float]:
+    """Each task × model's mean time per run among the finished runs in `latest` (a record per run id; any lr, seed or
+    thread count): their wall time (loading, validation and test included) where records of runs trained in one go
+    hold it, else their training time alone. Time queued for a core counts in the wall time."""
+    wall: dict[tuple[str, str], list[float]] = {}
+    train: dict[tuple[str, str], list[float]] = {}
     for r in latest:
-        if r.get("status") == "ok" and r.get("train_seconds"):
-            seconds.setdefault((r["task_label"], r["model_label"]), []).append(r["train_seconds"])
-    known = [sum(s) / len(s) for run in to_run if (s := seconds.get((run.task_label, run.model_label)))]
+        if r.get("status") != "ok" or not r.get("train_seconds"):
+            continue
+        key = (r["task_label"], r["model_label"])
+        train.setdefault(key, []).append(r["train_seconds"])
+        if r.get("wall_seconds") and not r.get("resumed"):
+            wall.setdefault(key, []).append(r["wall_seconds"])
+    return {key: sum(s) / len(s) for key, seconds in train.items() for s in [wall.get(key) or seconds]}
+
+
+def clock(seconds: float) -> str:
+    """Seconds as text for a sweep's messages: '1.5 h', '12 min', '40 s'."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
+    """What the runs to do will cost, for planning: each at its task × model's mean time per run (mean_seconds)."""
+    means = mean_seconds(latest)
+    known = [means[key] for run in to_run if (key := (run.task_label, run.model_label)) in means]
     if not known:
         return []
-    total, unknown = sum(known), len(to_run) - len(known)
-    shown = f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.0f} min" if total >= 60 else f"{total:.0f} s"
+    unknown = len(to_run) - len(known)
     return [
-        f"training time left: about {shown} one run at a time for the {len(known)} runs to run whose task and model "
-        "have finished runs (at their mean; loading and validation come on top)"
+        f"time left: about {clock(sum(known))} one run at a time for the {len(known)} runs to run whose task and "
+        "model have finished runs (at their mean: wall time where records hold it, else training time alone)"
         + (f"; {unknown} runs to run have none yet" if unknown else "")
     ]
