@@ -475,8 +475,8 @@ def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path
     new = read_records(results)[len(first) :]
     assert [(r["model_label"], r["seed"]) for r in new] == [("linear", 1)]
     assert (
-        "tiny: --time-limit 10m: 2 runs not started, each expected to need more than the 10 min left "
-        "(the shortest 20 min); the same command continues them"
+        "tiny: --time-limit 10m: 2 runs not started, expected to outlast the 10 min left (the shortest needs "
+        "20 min); the same command continues them"
     ) in err
     assert main(["sweep", str(path), "--results", str(results), "--quiet", "--time-limit", "1h"]) == 0
     assert len(read_records(results)) == 6 and "not started" not in capsys.readouterr().err

@@ -505,11 +505,13 @@ def run_sweep(
         f"{time.perf_counter() - started:.0f} s → {results}"
     )
     if late := {k: v for k, v in late.items() if k not in {r["run_id"] for r in final}}:
-        left = max(0.0, (limit or 0.0) - time.time())
+        left, known = max(0.0, (limit or 0.0) - time.time()), [v for v in late.values() if v > 0]
+        why = [f"the shortest needs {clock(min(known))}"] if known else []
+        if len(known) < len(late):
+            why.append(f"{len(late) - len(known)} with no estimate, once the time was up")
         say(
-            f"{sweep.name}: --time-limit {options.time_limit}: {len(late)} runs not started, each expected to need "
-            f"more than the {clock(left)} left (the shortest {clock(min(late.values()))}); the same command "
-            "continues them"
+            f"{sweep.name}: --time-limit {options.time_limit}: {len(late)} runs not started, expected to outlast "
+            f"the {clock(left)} left ({'; '.join(why)}); the same command continues them"
         )
     return final
 
