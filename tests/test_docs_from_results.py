@@ -875,6 +875,56 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
             f"by {max(full.values()):.2f} at most") in readme  # fmt: skip
 
 
+def test_methods_lower_lr_table_and_sentences_come_from_its_results_file():
+    """docs/baselines.md's table of the six digits settings one lr below their grid, and the sentences under it, are
+    read off results/methods-lower-lr/methods-lower-lr.jsonl; the copied runs are the comparison's own records."""
+    from fpt.experiments.plan import Plan, load_sweep
+    from fpt.experiments.records import read_records
+
+    path = ROOT / "results/methods-lower-lr/methods-lower-lr.jsonl"
+    sweep = load_sweep(ROOT / "configs/methods-lower-lr.yaml")
+    records = read_records(path)
+    assert len({r["run_id"] for r in records}) == Plan.of(sweep).total() == 22 and all(
+        r["status"] == "ok" for r in records
+    )
+    comparison = {r["run_id"]: r for r in read_records(ROOT / "results/methods-comparison/methods-comparison.jsonl")}
+    copied = [r for r in records if r.get("reused_from")]
+    assert len(copied) == 16 and all(r["test_accuracy"] == comparison[r["run_id"]]["test_accuracy"] for r in copied)
+    names = {"lora-r8": "LoRA r=8", "lora-r22": "LoRA r=22", "lora-r8-ln-pos": "LoRA r=8 + FPT's groups",
+             "prompt-16": "prompt tuning", "full": "full fine-tuning",
+             "unfreeze-top-down": "gradual unfreezing"}  # fmt: skip
+    page, better, capped = text("baselines"), [], []
+    chosen_lr = {s.label: s.lr for s in select(normalise(load_results([path])))}
+
+    def val(r: dict) -> str:
+        return f"{100 * r['val_accuracy']:.1f}" + ("" if r["stopped_early"] else " (at cap)")
+
+    for label in sweep.models:
+        by_lr = {r["lr"]: r for r in records if r["model_label"] == label}
+        lower, lowest = sorted(by_lr)[:2]
+        assert {r["seed"] for r in by_lr.values()} == {0} and "reused_from" not in by_lr[lower]  # trained here
+        chosen = chosen_lr[label]  # the report's choice on validation
+        row = f"| {names[label]} | {lower:g} | {val(by_lr[lower])} | {lowest:g} | {val(by_lr[lowest])} | {chosen:g} |"
+        assert row in page
+        assert chosen != lower or by_lr[lower]["val_accuracy"] > by_lr[lowest]["val_accuracy"]
+        better += [label] if chosen == lower else []
+        capped += [label] if not by_lr[lower]["stopped_early"] else []
+    flat_page = flat(page)
+    assert better == ["unfreeze-top-down"] and "Five of the six validated worse one lr lower" in flat_page
+    assert capped == ["lora-r8", "lora-r22"] and "(LoRA r=8 and r=22 there ran to the 3,000-step cap" in flat_page
+    unfreeze = {r["lr"]: r for r in records if r["model_label"] == "unfreeze-top-down"}
+    size = unfreeze[3e-5]["task_info"]["split_sizes"]["val"]
+    images = round((unfreeze[3e-5]["val_accuracy"] - unfreeze[1e-4]["val_accuracy"]) * size)
+    tests = [f"{100 * unfreeze[lr]['test_accuracy']:.1f}" for lr in (3e-5, 1e-4)]
+    words = {1: "one", 2: "two", 3: "three"}
+    better_by = f"validated better at 3e-05, by {words[images]} image of {size}"
+    assert f"{better_by} (seed-0 test {tests[0]} against {tests[1]})" in flat_page
+    assert "Best validation accuracy (%, of 269 images)" in flat_page and size == 269
+    worse = {5: "five", 6: "six"}[len(sweep.models) - len(better)]
+    readme = flat(text("README.md"))
+    assert f"(one lr lower, {worse} [validated worse](docs/baselines.md#one-lr-lower-on-digits))" in readme
+
+
 def test_methods_positions_table_and_sentences_come_from_its_results_files():
     """docs/baselines.md's table of FPT without its positions or its norms, beside FPT and LN tuning on the two UCR
     sets, and each figure under it, are read off the two sweeps' results files."""
