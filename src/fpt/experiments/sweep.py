@@ -247,7 +247,7 @@ def execute(
 def wall(started: float) -> Record:
     """A record's wall time: the run's seconds in this call (loading, validation and test included; of a resumed
     run, the part since it resumed), by which --time-limit plans the runs of its task and model."""
-    return {"wall_seconds": round(time.perf_counter() - started, 1)}
+    return {"wall_seconds": round(time.perf_counter() - started, 3)}
 
 
 @contextlib.contextmanager
