@@ -453,7 +453,7 @@ def test_a_bad_time_limit_is_one_line_naming_the_option(tiny_bert_dir, tmp_path,
 def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path, capsys):
     """Under --time-limit a run starts only if its task × model's mean wall time (less a checkpoint's share) fits in
     the time left; the others stay to do, and the same command continues them."""
-    from fpt.experiments.sweep import execute, mean_seconds, seconds_left
+    from fpt.experiments.sweep import Deadline, execute, mean_seconds, seconds_left
     from fpt.shipping.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
     from fpt.shipping.patch import save_safetensors
 
@@ -487,12 +487,17 @@ def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path
     save_safetensors(folder / CHECKPOINT_FILE, {}, {"format": CHECKPOINT_FORMAT, "step": 6, "config": {"steps": 8}})
     assert seconds_left(folder, 1200.0) == 300.0 and seconds_left(folder, None) == 0.0
     assert seconds_left(tmp_path / "none", 1200.0) == 1200.0
-    # Once the time is up, no run starts, known or not; an unknown one starts while any time is left.
+    # The estimate is read from the results file as the run is about to start, so runs finished meanwhile count.
     run = Plan.of(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[2]))).now([])[0]
-    late = execute(run, tmp_path / "runs", "tiny", deadline=time.time() - 1)
+    assert (run.task_label, run.model_label) == ("xor", "fpt")
+    late = execute(run, tmp_path / "runs", "tiny", deadline=Deadline(time.time() + 600, results))
+    assert late["status"] == "late" and 500 < late["needs"] < 700  # fpt: two runs of 1200 s, two of ~0 s
+    # Once the time is up, no run starts, known or not; an unknown one starts while any time is left.
+    empty = tmp_path / "empty.jsonl"
+    late = execute(run, tmp_path / "runs", "tiny", deadline=Deadline(time.time() - 1, empty))
     assert late == {"run_id": run.run_id, "status": "late", "needs": 0.0}
     assert not (tmp_path / "runs" / run.run_id / "train.log").exists()
-    assert execute(run, tmp_path / "runs", "tiny", deadline=time.time() + 600)["status"] == "ok"
+    assert execute(run, tmp_path / "runs", "tiny", deadline=Deadline(time.time() + 600, empty))["status"] == "ok"
 
 
 def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir, tmp_path, capsys):

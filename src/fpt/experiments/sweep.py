@@ -177,13 +177,16 @@ LATE = "late"  # what execute returns for a run --time-limit leaves for later: n
 
 @dataclass(frozen=True)
 class Deadline:
-    """A sweep's --time-limit: when it is up (a time.time()), and each task × model's mean seconds per run."""
+    """A sweep's --time-limit: when it is up (a time.time()), and the results file whose records say what a run of
+    each task × model takes (read as each run is about to start, so that the runs finished meanwhile count)."""
 
     at: float
-    seconds: dict[tuple[str, str], float]
+    results: Path
 
-    def expected(self, run: Run) -> float | None:
-        return self.seconds.get((run.task_label, run.model_label))
+
+def expected_seconds(run: Run, results: str | Path) -> float | None:
+    """What `run` is expected to take: its task × model's mean time per run in `results` as the file is now."""
+    return mean_seconds(latest_records(read_records(results))).get((run.task_label, run.model_label))
 
 
 def seconds_left(out: Path, expected: float | None) -> float:
@@ -206,15 +209,14 @@ def execute(
     runs_dir: str | Path,
     sweep_name: str,
     threads: int | None = None,
-    deadline: float | None = None,
-    expected: float | None = None,
+    deadline: Deadline | None = None,
 ) -> Record:
     """Train one run into RUNS_DIR/<run_id>/ (resuming its checkpoint; reusing its result.json if the run finished
     but its record was never written) and return its record. An FPTError becomes a failed record. The run's own log
     lines go to train.log in its folder. Runs in worker processes and Ray tasks as well as in the sweep's own. A run
     whose folder another process holds (RUN_LOCK) is not touched: the return is {"run_id", "status": BUSY}. With a
-    `deadline` (a time.time()), a run whose `expected` seconds (a whole run's; unknown: 0) would outlast it, less
-    what its checkpoint has done, does not start: the return is {"run_id", "status": LATE, "needs": seconds}."""
+    `deadline`, a run whose expected time (expected_seconds; unknown: 0), less what its checkpoint has done, would
+    outlast it does not start: the return is {"run_id", "status": LATE, "needs": seconds}."""
     from fpt.results import read_json
     from fpt.shipping.checkpoint import CHECKPOINT_FILE
     from fpt.train import train
@@ -233,8 +235,10 @@ def execute(
         if (out / "result.json").is_file():  # finished, but killed before its record was written (or another
             done = read_json(out / "result.json")  # process trained it and writes it: run_sweep writes it once)
             return {**head, "status": "ok", **done, "resumed": False, **kept(out)}
-        if deadline is not None and time.time() + (needs := seconds_left(out, expected)) > deadline:
-            return {"run_id": run.run_id, "status": LATE, "needs": needs}
+        if deadline is not None:
+            needs = seconds_left(out, expected_seconds(run, deadline.results))
+            if time.time() + needs > deadline.at:
+                return {"run_id": run.run_id, "status": LATE, "needs": needs}
         with open(out / "train.log", "a") as log, contextlib.redirect_stderr(log):
             try:
                 result = train(cfg, out=out, quiet=True, resume=resume)
@@ -328,18 +332,13 @@ def _init_worker(threads: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
-def limits(run: Run, deadline: Deadline | None) -> tuple[float | None, float | None]:
-    """execute's deadline and expected seconds for `run`."""
-    return (None, None) if deadline is None else (deadline.at, deadline.expected(run))
-
-
 def run_local(
     runs: list[Run], runs_dir: Path, sweep_name: str, workers: int, deadline: Deadline | None = None
 ) -> Iterator[Record]:
     """Records of `runs` as they finish: in this process (workers=1) or in a pool of spawned worker processes."""
     if workers == 1:
         for run in runs:
-            yield execute(run, runs_dir, sweep_name, None, *limits(run, deadline))
+            yield execute(run, runs_dir, sweep_name, None, deadline)
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -347,7 +346,7 @@ def run_local(
     threads = max(1, placement.available_cores() // workers)
     pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker, (threads,))
     try:
-        pending = {pool.submit(execute, run, runs_dir, sweep_name, threads, *limits(run, deadline)) for run in runs}
+        pending = {pool.submit(execute, run, runs_dir, sweep_name, threads, deadline) for run in runs}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -392,7 +391,7 @@ def run_ray(
     try:
         threads = max(1, int(ray.available_resources().get("CPU", 1)) // workers)
         task = ray.remote(num_cpus=threads)(execute)
-        pending = [task.remote(run, str(runs_dir), sweep_name, threads, *limits(run, deadline)) for run in runs]
+        pending = [task.remote(run, str(runs_dir), sweep_name, threads, deadline) for run in runs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -456,6 +455,7 @@ def run_sweep(
     slow_bf16(todo)
     started, tried, late = time.perf_counter(), set(), {}
     limit = None if options.time_limit is None else time.time() + duration_seconds(options.time_limit)
+    deadline = None if limit is None else Deadline(limit, results)
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
             for run in (r for r in todo if r.run_id in others):  # copied: finished in the file, never tried here
@@ -468,7 +468,6 @@ def run_sweep(
             if options.order == "task" and todo:  # the first task (in the sweep's order) with runs left
                 task = next(label for label in sweep.tasks if any(r.task_label == label for r in todo))
                 todo = [r for r in todo if r.task_label == task]
-            deadline = None if limit is None else Deadline(limit, mean_seconds(latest_records(written)))
             if options.backend == "ray":
                 records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address, deadline)
             else:
