@@ -454,8 +454,9 @@ def run_sweep(
     )
     slow_bf16(todo)
     started, tried, late = time.perf_counter(), set(), {}
-    limit = None if options.time_limit is None else time.time() + duration_seconds(options.time_limit)
-    deadline = None if limit is None else Deadline(limit, results)
+    deadline = (
+        None if options.time_limit is None else Deadline(time.time() + duration_seconds(options.time_limit), results)
+    )
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
             for run in (r for r in todo if r.run_id in others):  # copied: finished in the file, never tried here
@@ -487,9 +488,9 @@ def run_sweep(
                     records.close()  # shut the pool or Ray down now, also when interrupted
             tried |= {r.run_id for r in todo} - busy  # a failed run is not tried again in this call
             if busy and busy == {r.run_id for r in todo}:  # only runs other processes hold: wait for one to end
-                if limit is not None and time.time() >= limit:
+                if deadline is not None and time.time() >= deadline.at:
                     break
-                wait_for([runs_dir / run_id for run_id in sorted(busy)], until=limit)
+                wait_for([runs_dir / run_id for run_id in sorted(busy)], until=deadline and deadline.at)
             written = read_records(results)
             runs = plan.now(written)
             done = finished_ids(written, options.retry_failed) | tried
@@ -504,15 +505,22 @@ def run_sweep(
         f"{time.perf_counter() - started:.0f} s → {results}"
     )
     if late := {k: v for k, v in late.items() if k not in {r["run_id"] for r in final}}:
-        left, known = max(0.0, (limit or 0.0) - time.time()), [v for v in late.values() if v > 0]
-        why = [f"the shortest needs {clock(min(known))}"] if known else []
-        if len(known) < len(late):
-            why.append(f"{len(late) - len(known)} with no estimate, once the time was up")
         say(
-            f"{sweep.name}: --time-limit {options.time_limit}: {len(late)} runs not started, expected to outlast "
-            f"the {clock(left)} left ({'; '.join(why)}); the same command continues them"
+            f"{sweep.name}: --time-limit {options.time_limit}: {left_for_later(late, deadline.at if deadline else 0.0)}"
         )
     return final
+
+
+def left_for_later(late: dict[str, float], limit: float) -> str:
+    """What --time-limit left unstarted: `late` maps each such run to the seconds it needed (0: no estimate)."""
+    left, known = max(0.0, limit - time.time()), [v for v in late.values() if v > 0]
+    why = [f"the shortest needs {clock(min(known))}"] if known else []
+    if len(known) < len(late):
+        why.append(f"{len(late) - len(known)} with no estimate, once the time was up")
+    return (
+        f"{len(late)} runs not started, expected to outlast the {clock(left)} left ({'; '.join(why)}); the same "
+        "command continues them"
+    )
 
 
 def default_runs_dir(results: Path) -> Path:
