@@ -429,7 +429,7 @@ def run_sweep(
     """Run every unfinished run of `sweep`, appending each record to the results file as it finishes; returns the
     records of the sweep's runs (latest per id)."""
     options = options or SweepOptions()
-    results, runs_dir, workers = options.results_file(sweep), options.runs_folder(sweep), options.workers
+    results, runs_dir = options.results_file(sweep), options.runs_folder(sweep)
     plan = options.plan(sweep)
     total, written = plan.total(), read_records(results)
     runs = plan.now(written)
@@ -446,6 +446,11 @@ def run_sweep(
         file=sys.stderr,
     )
     say = log or (lambda line: bar.write(line, file=sys.stderr))
+
+    def landed(line: str) -> None:
+        bar.update()
+        say(line)
+
     later = total - len(runs)
     say(
         f"{sweep.name}: {total} runs, {len(runs) - len(todo)} finished, {len(todo)} to run"
@@ -459,33 +464,11 @@ def run_sweep(
     )
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
-            for run in (r for r in todo if r.run_id in others):  # copied: finished in the file, never tried here
-                source, record = others[run.run_id]
-                copy = reused_record(run, sweep.name, source, record)
-                if append_record(results, copy, unless_finished=True):
-                    bar.update()
-                    say(f"{describe(copy)} [reused from {source}]")
-            todo = [r for r in todo if r.run_id not in others]
+            todo = copy_reused(todo, others, results, sweep.name, landed)
             if options.order == "task" and todo:  # the first task (in the sweep's order) with runs left
                 task = next(label for label in sweep.tasks if any(r.task_label == label for r in todo))
                 todo = [r for r in todo if r.task_label == task]
-            if options.backend == "ray":
-                records = run_ray(todo, runs_dir, sweep.name, workers, options.ray_address, deadline)
-            else:
-                records = run_local(todo, runs_dir, sweep.name, workers, deadline)
-            busy: set[str] = set()
-            try:
-                for record in records:
-                    if record["status"] == BUSY:
-                        busy.add(record["run_id"])
-                    elif record["status"] == LATE:
-                        late[record["run_id"]] = record["needs"]
-                    elif append_record(results, record, unless_finished=True):
-                        bar.update()
-                        say(describe(record))
-            finally:
-                if hasattr(records, "close"):
-                    records.close()  # shut the pool or Ray down now, also when interrupted
+            busy = collect(train_runs(todo, runs_dir, sweep.name, options, deadline), results, late, landed)
             tried |= {r.run_id for r in todo} - busy  # a failed run is not tried again in this call
             if busy and busy == {r.run_id for r in todo}:  # only runs other processes hold: wait for one to end
                 if deadline is not None and time.time() >= deadline.at:
@@ -509,6 +492,53 @@ def run_sweep(
             f"{sweep.name}: --time-limit {options.time_limit}: {left_for_later(late, deadline.at if deadline else 0.0)}"
         )
     return final
+
+
+def train_runs(
+    runs: list[Run], runs_dir: Path, sweep_name: str, options: SweepOptions, deadline: Deadline | None
+) -> Iterator[Record]:
+    """Records of `runs` as they finish, on the backend and with the workers `options` name."""
+    if options.backend == "ray":
+        return run_ray(runs, runs_dir, sweep_name, options.workers, options.ray_address, deadline)
+    return run_local(runs, runs_dir, sweep_name, options.workers, deadline)
+
+
+def copy_reused(
+    todo: list[Run],
+    others: dict[str, tuple[Path, Record]],
+    results: Path,
+    sweep_name: str,
+    landed: Callable[[str], None],
+) -> list[Run]:
+    """Append to `results` a copy of each run of `todo` that a --reuse file finished (never tried here), telling
+    `landed` of each; returns the runs left to train."""
+    for run in (r for r in todo if r.run_id in others):
+        source, record = others[run.run_id]
+        copy = reused_record(run, sweep_name, source, record)
+        if append_record(results, copy, unless_finished=True):
+            landed(f"{describe(copy)} [reused from {source}]")
+    return [r for r in todo if r.run_id not in others]
+
+
+def collect(
+    records: Iterator[Record], results: Path, late: dict[str, float], landed: Callable[[str], None]
+) -> set[str]:
+    """Append each finished record to `results` as it comes, telling `landed`, and note in `late` the runs
+    --time-limit did not start; returns the ids of the runs another process holds. Shuts the pool or Ray down at
+    the end, also when interrupted."""
+    busy: set[str] = set()
+    try:
+        for record in records:
+            if record["status"] == BUSY:
+                busy.add(record["run_id"])
+            elif record["status"] == LATE:
+                late[record["run_id"]] = record["needs"]
+            elif append_record(results, record, unless_finished=True):
+                landed(describe(record))
+    finally:
+        if hasattr(records, "close"):
+            records.close()
+    return busy
 
 
 def left_for_later(late: dict[str, float], limit: float) -> str:
