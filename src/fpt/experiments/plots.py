@@ -67,6 +67,11 @@ def markers(settings: list[Setting]) -> dict[str, str]:
     return {label: MARKERS[(i // 20) % len(MARKERS)] for i, label in enumerate(labels)}
 
 
+def shared_legend(colour: dict[str, str]) -> bool:
+    """Whether a figure of these settings (`colour`: one entry a setting) shows one legend beside its panels."""
+    return len(colour) > SHARED_LEGEND
+
+
 def legends(fig: Figure, axes: list[Any], shared: bool) -> None:
     """A legend in each panel, or (`shared`: more settings than SHARED_LEGEND, whose entries would hide a panel's
     lines and points) one legend of every panel's labels beside the panels."""
@@ -86,7 +91,7 @@ def learning_curves(settings: list[Setting], path: Path) -> None:
 
     tasks = by_task(settings)
     colour, marker = colours(settings), markers(settings)
-    shared = len(colour) > SHARED_LEGEND  # one legend of labels beside the panels; each task's lrs: the lr table
+    shared = shared_legend(colour)  # one legend of labels beside the panels; each task's lrs: the lr table
     fig, axes = panels(len(tasks))
     for ax, (task, group) in zip(axes, tasks.items(), strict=True):
         for s in group:
@@ -133,7 +138,7 @@ def accuracy_vs_params(settings: list[Setting], path: Path) -> None:
         ax.set_xscale("log")
         ax.set(title=task, xlabel="trained parameters", ylabel=axis_label("test", group[0].metric))
         ax.grid(alpha=0.3, which="both")
-    legends(fig, axes, len(colour) > SHARED_LEGEND)
+    legends(fig, axes, shared_legend(colour))
     title(fig, "Test accuracy vs number of trained parameters (mean ± 95% CI over seeds, chosen lr)")
     fig.savefig(path, dpi=100)
 
