@@ -436,7 +436,7 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("1d12h", 129600), ("1:30", 5400), ("0:01:05", 65)],
 )
 def test_time_limit_reads_durations(text, seconds):
-    from fpt.experiments.sweep import duration_seconds
+    from fpt.experiments.budget import duration_seconds
 
     assert duration_seconds(text) == seconds
 
@@ -453,7 +453,8 @@ def test_a_bad_time_limit_is_one_line_naming_the_option(tiny_bert_dir, tmp_path,
 def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path, capsys):
     """Under --time-limit a run starts only if its task × model's mean wall time (less a checkpoint's share) fits in
     the time left; the others stay to do, and the same command continues them."""
-    from fpt.experiments.sweep import Deadline, execute, mean_seconds, seconds_left
+    from fpt.experiments.budget import Deadline, mean_seconds, seconds_left
+    from fpt.experiments.sweep import execute
     from fpt.shipping.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
     from fpt.shipping.patch import save_safetensors
 

@@ -1,0 +1,107 @@
+"""The time budget of a sweep: --time-limit's durations and deadline, each run's expected time from the results
+file, and the time-left lines of --dry-run and of a sweep that stopped under its limit."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fpt.errors import FPTError
+from fpt.experiments.plan import Run
+from fpt.experiments.records import latest_records, read_records
+from fpt.experiments.settings import Record
+
+DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+CLOCK = re.compile(r"(\d+):([0-5]\d)(?::([0-5]\d))?")
+
+
+def duration_seconds(text: str) -> int:
+    """'2h', '90m', '1h30m', '45s', '1d12h' or H:MM[:SS] as seconds; a ValueError naming the forms otherwise."""
+    text = text.strip()
+    if (match := DURATION.fullmatch(text)) and any(match.groups()):
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    elif match := CLOCK.fullmatch(text):
+        days, (hours, minutes, seconds) = 0, (int(g or 0) for g in match.groups())
+    else:
+        raise ValueError("not a duration (give e.g. 2h, 90m, 1h30m, 45s or H:MM[:SS])")
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A sweep's --time-limit: when it is up (a time.time()), and the results file whose records say what a run of
+    each task × model takes (read as each run is about to start, so that the runs finished meanwhile count)."""
+
+    at: float
+    results: Path
+
+
+def expected_seconds(run: Run, results: str | Path) -> float | None:
+    """What `run` is expected to take: its task × model's mean time per run in `results` as the file is now."""
+    return mean_seconds(latest_records(read_records(results))).get((run.task_label, run.model_label))
+
+
+def seconds_left(out: Path, expected: float | None) -> float:
+    """What the run in folder `out` is expected to take still: `expected` (a whole run's time) less the share of its
+    steps that its checkpoint has done; 0 when nothing is known."""
+    from fpt.shipping.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
+    from fpt.shipping.patch import read_metadata
+
+    if expected is None or not (out / CHECKPOINT_FILE).is_file():
+        return expected or 0.0
+    try:
+        meta = read_metadata(out / CHECKPOINT_FILE, CHECKPOINT_FORMAT)
+        return expected * max(0.0, 1 - meta["step"] / meta["config"]["steps"])
+    except (FPTError, KeyError, TypeError, ZeroDivisionError):  # a bad checkpoint: training says what is wrong
+        return expected
+
+
+def mean_seconds(latest: list[Record]) -> dict[tuple[str, str], float]:
+    """Each task × model's mean time per run among the finished runs in `latest` (a record per run id; any lr, seed or
+    thread count): their wall time (loading, validation and test included) where records of runs trained in one go
+    hold it, else their training time alone. Time queued for a core counts in the wall time."""
+    wall: dict[tuple[str, str], list[float]] = {}
+    train: dict[tuple[str, str], list[float]] = {}
+    for r in latest:
+        if r.get("status") != "ok" or not r.get("train_seconds"):
+            continue
+        key = (r["task_label"], r["model_label"])
+        train.setdefault(key, []).append(r["train_seconds"])
+        if r.get("wall_seconds") and not r.get("resumed"):
+            wall.setdefault(key, []).append(r["wall_seconds"])
+    return {key: sum(s) / len(s) for key, seconds in train.items() for s in [wall.get(key) or seconds]}
+
+
+def clock(seconds: float) -> str:
+    """Seconds as text for a sweep's messages: '1.5 h', '12 min', '40 s'."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
+    """What the runs to do will cost, for planning: each at its task × model's mean time per run (mean_seconds)."""
+    means = mean_seconds(latest)
+    known = [means[key] for run in to_run if (key := (run.task_label, run.model_label)) in means]
+    if not known:
+        return []
+    unknown = len(to_run) - len(known)
+    return [
+        f"time left: about {clock(sum(known))} one run at a time for the {len(known)} runs to run whose task and "
+        "model have finished runs (at their mean: wall time where records hold it, else training time alone)"
+        + (f"; {unknown} runs to run have none yet" if unknown else "")
+    ]
+
+
+def left_for_later(late: dict[str, float], limit: float) -> str:
+    """What --time-limit left unstarted: `late` maps each such run to the seconds it needed (0: no estimate)."""
+    left, known = max(0.0, limit - time.time()), [v for v in late.values() if v > 0]
+    why = [f"the shortest needs {clock(min(known))}"] if known else []
+    if len(known) < len(late):
+        why.append(f"{len(late) - len(known)} with no estimate, once the time was up")
+    return (
+        f"{len(late)} runs not started, expected to outlast the {clock(left)} left ({'; '.join(why)}); the same "
+        "command continues them"
+    )
