@@ -426,8 +426,8 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     assert "3 finished, 3 to run" in out and out.count("  done  ") == 3
     seconds = sum(r["wall_seconds"] for r in read_records(results))  # seed 1's runs: seed 0's task × model pairs
     assert out.splitlines()[-1] == (
-        f"time left: about {seconds:.0f} s one run at a time for the 3 runs to run whose task and model have "
-        "finished runs (at their mean: wall time where records hold it, else training time alone)"
+        f"time left: about {seconds:.0f} s one run at a time for the 3 runs to run whose task has finished runs (each "
+        "at its task and model's mean: wall time where records hold it, else training time alone)"
     )
 
 
@@ -453,7 +453,7 @@ def test_a_bad_time_limit_is_one_line_naming_the_option(tiny_bert_dir, tmp_path,
 def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path, capsys):
     """Under --time-limit a run starts only if its task × model's mean wall time (less a checkpoint's share) fits in
     the time left; the others stay to do, and the same command continues them."""
-    from fpt.experiments.budget import Deadline, mean_seconds, seconds_left
+    from fpt.experiments.budget import Deadline, estimate, mean_seconds, seconds_left, time_left
     from fpt.experiments.sweep import execute
     from fpt.shipping.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT
     from fpt.shipping.patch import save_safetensors
@@ -499,6 +499,19 @@ def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path
     assert late == {"run_id": run.run_id, "status": "late", "needs": 0.0}
     assert not (tmp_path / "runs" / run.run_id / "train.log").exists()
     assert execute(run, tmp_path / "runs", "tiny", deadline=Deadline(time.time() + 600, empty))["status"] == "ok"
+    # Before its model has finished a run on the task, a run is taken at the task's slowest model's mean.
+    linear = tmp_path / "linear.jsonl"
+    linear.write_text("".join(json.dumps(r) + "\n" for r in timed if r["model_label"] == "linear"))
+    assert estimate(run, mean_seconds(read_records(linear))) == 60.0 and estimate(run, {("other", "fpt"): 9.0}) is None
+    again = Plan.of(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[3]))).now([])[0]
+    late = execute(again, tmp_path / "runs", "tiny", deadline=Deadline(time.time() + 30, linear))
+    assert late == {"run_id": again.run_id, "status": "late", "needs": 60.0}
+    (line,) = time_left([again], read_records(linear))
+    assert line == (
+        "time left: about 1 min one run at a time for the 1 runs to run whose task has finished runs (each at its task "
+        "and model's mean: wall time where records hold it, else training time alone; 1 whose model has none on the "
+        "task yet at its slowest model's)"
+    )
 
 
 def test_first_seed_lr_selection_runs_later_seeds_at_the_chosen_lr(tiny_bert_dir, tmp_path, capsys):

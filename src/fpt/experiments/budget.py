@@ -39,8 +39,17 @@ class Deadline:
 
 
 def expected_seconds(run: Run, results: str | Path) -> float | None:
-    """What `run` is expected to take: its task × model's mean time per run in `results` as the file is now."""
-    return mean_seconds(latest_records(read_records(results))).get((run.task_label, run.model_label))
+    """What `run` is expected to take, from `results` as the file is now (estimate)."""
+    return estimate(run, mean_seconds(latest_records(read_records(results))))
+
+
+def estimate(run: Run, means: dict[tuple[str, str], float]) -> float | None:
+    """`run`'s expected time from the task × model means (mean_seconds): its own task and model's, else, before its
+    model has finished a run on the task, the slowest mean among the task's other models (a time limit is a job's
+    walltime: better to leave a run for later than to be killed in it); None when the task has no finished run."""
+    if (own := means.get((run.task_label, run.model_label))) is not None:
+        return own
+    return max((seconds for (task, _), seconds in means.items() if task == run.task_label), default=None)
 
 
 def seconds_left(out: Path, expected: float | None) -> float:
@@ -82,16 +91,20 @@ def clock(seconds: float) -> str:
 
 
 def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
-    """What the runs to do will cost, for planning: each at its task × model's mean time per run (mean_seconds)."""
+    """What the runs to do will cost, for planning: each at its estimate (its task × model's mean time per run, else
+    its task's slowest model's)."""
     means = mean_seconds(latest)
-    known = [means[key] for run in to_run if (key := (run.task_label, run.model_label)) in means]
+    known = [seconds for run in to_run if (seconds := estimate(run, means)) is not None]
     if not known:
         return []
     unknown = len(to_run) - len(known)
+    borrowed = sum((run.task_label, run.model_label) not in means for run in to_run) - unknown
     return [
-        f"time left: about {clock(sum(known))} one run at a time for the {len(known)} runs to run whose task and "
-        "model have finished runs (at their mean: wall time where records hold it, else training time alone)"
-        + (f"; {unknown} runs to run have none yet" if unknown else "")
+        f"time left: about {clock(sum(known))} one run at a time for the {len(known)} runs to run whose task has "
+        "finished runs (each at its task and model's mean: wall time where records hold it, else training time alone"
+        + (f"; {borrowed} whose model has none on the task yet at its slowest model's" if borrowed else "")
+        + ")"
+        + (f"; {unknown} runs to run whose task has none yet" if unknown else "")
     ]
 
 
