@@ -426,8 +426,8 @@ def test_dry_run_lists_runs_and_counts(tiny_bert_dir, tmp_path, capsys):
     assert "3 finished, 3 to run" in out and out.count("  done  ") == 3
     seconds = sum(r["wall_seconds"] for r in read_records(results))  # seed 1's runs: seed 0's task × model pairs
     assert out.splitlines()[-1] == (
-        f"time left: about {seconds:.0f} s one run at a time for the 3 runs to run whose task has finished runs (each "
-        "at its task and model's mean: wall time where records hold it, else training time alone)"
+        f"time left: about {seconds:.0f} s one run at a time for the 3 runs to run whose task has finished runs on "
+        "their backbone (each at its task and model's mean: wall time where records hold it, else training time alone)"
     )
 
 
@@ -466,10 +466,10 @@ def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path
     # As if an fpt run took 20 min and a linear one 1 min: only seed 1's linear run fits in 10 min.
     timed = [{**r, "wall_seconds": 1200.0 if r["model_label"] == "fpt" else 60.0} for r in first]
     results.write_text("".join(json.dumps(r) + "\n" for r in timed))
-    assert mean_seconds(timed) == {("xor", "fpt"): 1200.0, ("xor", "linear"): 60.0}
+    assert mean_seconds(timed) == {("xor", "bert", "fpt"): 1200.0, ("xor", "bert", "linear"): 60.0}
     assert mean_seconds([{**r, "resumed": True} for r in timed]) == {  # a resumed run's wall time is a part
-        ("xor", r["model_label"]): r["train_seconds"] for r in timed if r["model_label"] == "linear"
-    } | {("xor", "fpt"): sum(r["train_seconds"] for r in timed if r["model_label"] == "fpt") / 2}
+        ("xor", "bert", r["model_label"]): r["train_seconds"] for r in timed if r["model_label"] == "linear"
+    } | {("xor", "bert", "fpt"): sum(r["train_seconds"] for r in timed if r["model_label"] == "fpt") / 2}
 
     assert main(["sweep", str(path), "--results", str(results), "--quiet", "--time-limit", "10m"]) == 0
     err = capsys.readouterr().err
@@ -499,18 +499,21 @@ def test_time_limit_starts_only_the_runs_expected_to_fit(tiny_bert_dir, tmp_path
     assert late == {"run_id": run.run_id, "status": "late", "needs": 0.0}
     assert not (tmp_path / "runs" / run.run_id / "train.log").exists()
     assert execute(run, tmp_path / "runs", "tiny", deadline=Deadline(time.time() + 600, empty))["status"] == "ok"
-    # Before its model has finished a run on the task, a run is taken at the task's slowest model's mean.
+    # Before its model has finished a run on the task, a run is taken at the slowest mean of the task's models on its
+    # backbone; another backbone's or another task's times are no estimate.
     linear = tmp_path / "linear.jsonl"
     linear.write_text("".join(json.dumps(r) + "\n" for r in timed if r["model_label"] == "linear"))
-    assert estimate(run, mean_seconds(read_records(linear))) == 60.0 and estimate(run, {("other", "fpt"): 9.0}) is None
+    assert estimate(run, mean_seconds(read_records(linear))) == 60.0
+    assert estimate(run, {("other", "bert", "fpt"): 9.0, ("xor", "smollm2", "lora"): 9.0}) is None
+    assert estimate(run, {("xor", "smollm2", "lora"): 2880.0, ("xor", "bert", "lora"): 9.0}) == 9.0
     again = Plan.of(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[3]))).now([])[0]
     late = execute(again, tmp_path / "runs", "tiny", deadline=Deadline(time.time() + 30, linear))
     assert late == {"run_id": again.run_id, "status": "late", "needs": 60.0}
     (line,) = time_left([again], read_records(linear))
     assert line == (
-        "time left: about 1 min one run at a time for the 1 runs to run whose task has finished runs (each at its task "
-        "and model's mean: wall time where records hold it, else training time alone; 1 whose model has none on the "
-        "task yet at its slowest model's)"
+        "time left: about 1 min one run at a time for the 1 run to run whose task has finished runs on their backbone "
+        "(each at its task and model's mean: wall time where records hold it, else training time alone; 1 whose model "
+        "has none on the task yet at its slowest model's)"
     )
 
 

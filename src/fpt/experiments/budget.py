@@ -43,13 +43,15 @@ def expected_seconds(run: Run, results: str | Path) -> float | None:
     return estimate(run, mean_seconds(latest_records(read_records(results))))
 
 
-def estimate(run: Run, means: dict[tuple[str, str], float]) -> float | None:
-    """`run`'s expected time from the task × model means (mean_seconds): its own task and model's, else, before its
-    model has finished a run on the task, the slowest mean among the task's other models (a time limit is a job's
-    walltime: better to leave a run for later than to be killed in it); None when the task has no finished run."""
-    if (own := means.get((run.task_label, run.model_label))) is not None:
+def estimate(run: Run, means: dict[tuple[str, str, str], float]) -> float | None:
+    """`run`'s expected time from the task × backbone × model means (mean_seconds): its own model's, else, before its
+    model has finished a run on the task, the slowest mean among the task's other models on the same backbone (a time
+    limit is a job's walltime: better to leave a run for later than to be killed in it; another backbone's times say
+    nothing: a 135M decoder step is not a 22M encoder's); None when no run of the task on the backbone has finished."""
+    task, backbone = run.task_label, run.config.backbone
+    if (own := means.get((task, backbone, run.model_label))) is not None:
         return own
-    return max((seconds for (task, _), seconds in means.items() if task == run.task_label), default=None)
+    return max((seconds for (t, b, _), seconds in means.items() if (t, b) == (task, backbone)), default=None)
 
 
 def seconds_left(out: Path, expected: float | None) -> float:
@@ -67,16 +69,16 @@ def seconds_left(out: Path, expected: float | None) -> float:
         return expected
 
 
-def mean_seconds(latest: list[Record]) -> dict[tuple[str, str], float]:
-    """Each task × model's mean time per run among the finished runs in `latest` (a record per run id; any lr, seed or
-    thread count): their wall time (loading, validation and test included) where records of runs trained in one go
-    hold it, else their training time alone. Time queued for a core counts in the wall time."""
-    wall: dict[tuple[str, str], list[float]] = {}
-    train: dict[tuple[str, str], list[float]] = {}
+def mean_seconds(latest: list[Record]) -> dict[tuple[str, str, str], float]:
+    """Each task × backbone × model's mean time per run among the finished runs in `latest` (a record per run id; any
+    lr, seed or thread count): their wall time (loading, validation and test included) where records of runs trained
+    in one go hold it, else their training time alone. Time queued for a core counts in the wall time."""
+    wall: dict[tuple[str, str, str], list[float]] = {}
+    train: dict[tuple[str, str, str], list[float]] = {}
     for r in latest:
         if r.get("status") != "ok" or not r.get("train_seconds"):
             continue
-        key = (r["task_label"], r["model_label"])
+        key = (r["task_label"], r.get("backbone", ""), r["model_label"])
         train.setdefault(key, []).append(r["train_seconds"])
         if r.get("wall_seconds") and not r.get("resumed"):
             wall.setdefault(key, []).append(r["wall_seconds"])
@@ -90,21 +92,27 @@ def clock(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def runs(n: int) -> str:
+    """'1 run', '3 runs'."""
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
     """What the runs to do will cost, for planning: each at its estimate (its task × model's mean time per run, else
-    its task's slowest model's)."""
+    its task's slowest model's on the same backbone)."""
     means = mean_seconds(latest)
     known = [seconds for run in to_run if (seconds := estimate(run, means)) is not None]
     if not known:
         return []
     unknown = len(to_run) - len(known)
-    borrowed = sum((run.task_label, run.model_label) not in means for run in to_run) - unknown
+    borrowed = sum((run.task_label, run.config.backbone, run.model_label) not in means for run in to_run) - unknown
     return [
-        f"time left: about {clock(sum(known))} one run at a time for the {len(known)} runs to run whose task has "
-        "finished runs (each at its task and model's mean: wall time where records hold it, else training time alone"
+        f"time left: about {clock(sum(known))} one run at a time for the {runs(len(known))} to run whose task has "
+        "finished runs on their backbone (each at its task and model's mean: wall time where records hold it, else "
+        "training time alone"
         + (f"; {borrowed} whose model has none on the task yet at its slowest model's" if borrowed else "")
         + ")"
-        + (f"; {unknown} runs to run whose task has none yet" if unknown else "")
+        + (f"; {runs(unknown)} to run whose task has none on their backbone yet" if unknown else "")
     ]
 
 
@@ -115,6 +123,6 @@ def left_for_later(late: dict[str, float], limit: float) -> str:
     if len(known) < len(late):
         why.append(f"{len(late) - len(known)} with no estimate, once the time was up")
     return (
-        f"{len(late)} runs not started, expected to outlast the {clock(left)} left ({'; '.join(why)}); the same "
+        f"{runs(len(late))} not started, expected to outlast the {clock(left)} left ({'; '.join(why)}); the same "
         "command continues them"
     )
