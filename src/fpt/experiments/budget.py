@@ -43,13 +43,18 @@ def expected_seconds(run: Run, results: str | Path) -> float | None:
     return estimate(run, mean_seconds(latest_records(read_records(results))))
 
 
+def key(run: Run) -> tuple[str, str, str]:
+    """`run`'s task × backbone × model, the key of mean_seconds' means."""
+    return run.task_label, run.config.backbone, run.model_label
+
+
 def estimate(run: Run, means: dict[tuple[str, str, str], float]) -> float | None:
     """`run`'s expected time from the task × backbone × model means (mean_seconds): its own model's, else, before its
     model has finished a run on the task, the slowest mean among the task's other models on the same backbone (a time
     limit is a job's walltime: better to leave a run for later than to be killed in it; another backbone's times say
     nothing: a 135M decoder step is not a 22M encoder's); None when no run of the task on the backbone has finished."""
-    task, backbone = run.task_label, run.config.backbone
-    if (own := means.get((task, backbone, run.model_label))) is not None:
+    task, backbone, model = key(run)
+    if (own := means.get((task, backbone, model))) is not None:
         return own
     return max((seconds for (t, b, _), seconds in means.items() if (t, b) == (task, backbone)), default=None)
 
@@ -105,7 +110,7 @@ def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
     if not known:
         return []
     unknown = len(to_run) - len(known)
-    borrowed = sum((run.task_label, run.config.backbone, run.model_label) not in means for run in to_run) - unknown
+    borrowed = sum(key(run) not in means for run in to_run) - unknown
     return [
         f"time left: about {clock(sum(known))} one run at a time for the {runs(len(known))} to run whose task has "
         "finished runs on their backbone (each at its task and model's mean: wall time where records hold it, else "
