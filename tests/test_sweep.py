@@ -625,7 +625,7 @@ def test_lr_transfer_takes_the_lr_chosen_most_often_and_names_bad_labels(tiny_be
 
 @pytest.mark.parametrize(
     "name, runs",
-    [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 331), ("ts-recipe", 16), ("ts-suite", 446),
+    [("offline-suite", 210), ("paper-suite", 567), ("methods-comparison", 328), ("ts-recipe", 16), ("ts-suite", 446),
      ("ts-suite-smollm2", 30), ("precision-check", 40), ("ts-tokens-probe", 4), ("methods-positions", 16),
      ("methods-lower-lr", 22)],
 )  # fmt: skip
