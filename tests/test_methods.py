@@ -3,6 +3,8 @@ that reloads to the same test metrics, and counts what a hand count of a tiny mo
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from test_resume import assert_same_run, kill_after, resumable_config, run_record
@@ -196,3 +198,20 @@ def test_cli_trains_a_method(tiny_bert_dir, tmp_path, capsys):
     assert (tmp_path / "moved.json").is_file()
     assert main(["list", "methods"]) == 0
     assert "lora" in capsys.readouterr().out
+
+
+def test_ln_tuning_is_fpt_on_a_rotary_decoder(tiny_cfg, decoder_dirs, tmp_path):
+    """Llama has no position table, so FPT's layer norms and positions are its RMSNorm weights alone: LN tuning trains
+    the same tensors from the same start, and the two runs agree to the last digit (why the methods comparison runs
+    smollm2's LN tuning on one UCR set only). On BERT they differ: FPT also trains the position table."""
+    runs = {}
+    for method in ("fpt", "ln-tuning"):
+        cfg = tiny_cfg(method=method, backbone="llama", backbone_path=decoder_dirs["llama"], steps=6, eval_every=2)
+        result = fpt.train(cfg, quiet=True, out=tmp_path / method)
+        rows = (json.loads(line) for line in (tmp_path / method / "curve.jsonl").read_text().splitlines())
+        curve = [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+        runs[method] = (result["trainable_params"], curve, result["test_loss"], result["test_accuracy"])
+    assert runs["fpt"] == runs["ln-tuning"]
+    bert = {m: freeze.count(fpt.build_model(c, fpt.get_task(c.task, **c.task_args)))["trainable_params"]
+            for m, c in ((m, tiny_cfg(method=m)) for m in ("fpt", "ln-tuning"))}  # fmt: skip
+    assert bert["fpt"] - bert["ln-tuning"] == POSITIONS * D
