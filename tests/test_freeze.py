@@ -1,4 +1,6 @@
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import fpt
 from fpt import freeze
@@ -50,3 +52,18 @@ def test_groups_partition_minilm():
     assert counts["trainable_params"] / counts["total_params"] < 0.01  # the paper's "well under 1%"
     assert all("LayerNorm" in n for n in named["layernorm"])
     assert list(named["positional"]) == ["backbone.model.embeddings.position_embeddings.weight"]
+
+
+def test_full_fine_tuning_leaves_the_token_table_untouched(tiny_cfg, tmp_path):
+    """What the report's note on `train: all` says: the input layer takes the token-embedding table's place, so no
+    gradient reaches it and training leaves it as it was, while the rest of the embedding group (BERT's token-type
+    rows) and the body move."""
+    cfg = tiny_cfg(train="all", steps=4, eval_every=2, weight_decay=0.1)
+    initial = dict(build_model(cfg, fpt.get_task(cfg.task, **cfg.task_args)).state_dict())
+    fpt.train(cfg, quiet=True, out=tmp_path)
+    trained = load_file(tmp_path / "trained.safetensors")
+    prefix = "backbone.model.embeddings."
+    assert {prefix + "word_embeddings.weight", prefix + "token_type_embeddings.weight"} <= set(trained)
+    assert torch.equal(trained[prefix + "word_embeddings.weight"], initial[prefix + "word_embeddings.weight"])
+    for name in (prefix + "token_type_embeddings.weight", "backbone.model.encoder.layer.0.attention.self.query.weight"):
+        assert not torch.equal(trained[name], initial[name])

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fpt.errors import FPTError
 from fpt.experiments.answers import answers, is_fpt, trains, whole
+from fpt.experiments.budget import runs as count_runs
 from fpt.experiments.moved import section as moved_section
 from fpt.experiments.records import chosen_labels, latest_records, read_records
 from fpt.experiments.settings import (
@@ -202,7 +203,7 @@ def environment_lines(records: list[Record]) -> list[str]:
         counts["commit"][f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else "")] += 1
     lines = []
     for name, values in counts.items():
-        text = "; ".join(f"{v} ({n} runs)" if len(values) > 1 else v for v, n in values.most_common())
+        text = "; ".join(f"{v} ({count_runs(n)})" if len(values) > 1 else v for v, n in values.most_common())
         lines.append(f"- {name}: {text}")
     finished = sorted(r["finished_at"] for r in records if r.get("finished_at"))
     if finished:
@@ -345,6 +346,7 @@ def tables(settings: list[Setting]) -> list[str]:
         f"## Trained weights: {view} (count, and % of the model's weights)",
         "",
         table(settings, lambda s: s.label, "model \\ task", params_cell, by_task)[0],
+        *EMBEDDING_NOTE * any("embedding" in s.groups for s in settings),
         "",
         f"## Steps to converge (first validation at ≥ {CONVERGED:.0%} of the run's best val accuracy)",
         "",
@@ -354,6 +356,14 @@ def tables(settings: list[Setting]) -> list[str]:
         "",
         selection_table(grouped_by_task(settings)),
     ]
+
+
+EMBEDDING_NOTE = (
+    "",
+    "A count is of the weights set to train. The `embedding` group (under `train: all`) holds the backbone's "
+    "token-embedding table, which fpt's input layer takes the place of: no gradient reaches its rows (a decoder's "
+    "BOS row aside), so the weights that change are fewer by the table's size (vocabulary × width).",
+)
 
 
 def failed_runs(failed: list[dict]) -> list[str]:
