@@ -139,6 +139,7 @@ def test_report_tables_and_answers(tmp_path):
         assert heading in report
     assert "| fpt-pretrained | 1,000 | 1,000 |" in report  # the records carry no total_params: no share
     assert "| linear | 50,000 | – |" in report
+    assert "token-embedding table" not in report  # the note on train: all only where a setting trains that group
     assert "| model \\ task | xor | digits |" in report
     assert "| fpt-pretrained | 94.0 ± 2.5 (n=3) | 84.0 ± 2.5 (n=3) |" in report  # sd 1 point: 4.303 / √3 = 2.48
     assert "| linear | 50.0 (n=1, no CI) | – |" in report
@@ -344,6 +345,8 @@ def test_which_weights_should_train_compares_each_other_way_with_fpt(tmp_path):
         ["full", "input, output, attention, feedforward, layernorm, positional, embedding", "-5.0 [-7.3, -2.7]",
          "lower |"],
     ]  # fmt: skip
+    weights = report.split("## Trained weights")[1].split("\n## ")[0]
+    assert "`embedding` group (under `train: all`) holds the backbone's token-embedding table" in weights
     groups = report.split("## Which parameters train")[1].split("\n## ")[0]
     labels = [line.split(" | ")[0].removeprefix("| ") for line in groups.splitlines()[4:] if line.startswith("|")]
     assert labels == [  # named as the answers name them: a method by its knob, full fine-tuning without "adapter"
