@@ -3,8 +3,6 @@ that reloads to the same test metrics, and counts what a hand count of a tiny mo
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from test_resume import assert_same_run, kill_after, resumable_config, run_record
@@ -13,6 +11,7 @@ from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 import fpt
 from fpt import freeze
 from fpt.cli import main
+from fpt.experiments.sweep import read_curve
 from fpt.registry import METHODS
 from fpt.shipping.patch import export, from_patch
 
@@ -208,8 +207,7 @@ def test_ln_tuning_is_fpt_on_a_rotary_decoder(tiny_cfg, decoder_dirs, tmp_path):
     for method in ("fpt", "ln-tuning"):
         cfg = tiny_cfg(method=method, backbone="llama", backbone_path=decoder_dirs["llama"], steps=6, eval_every=2)
         result = fpt.train(cfg, quiet=True, out=tmp_path / method)
-        rows = (json.loads(line) for line in (tmp_path / method / "curve.jsonl").read_text().splitlines())
-        curve = [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+        curve = [{k: v for k, v in row.items() if k != "train_seconds"} for row in read_curve(tmp_path / method)]
         runs[method] = (result["trainable_params"], curve, result["test_loss"], result["test_accuracy"])
     assert runs["fpt"] == runs["ln-tuning"]
     bert = {m: freeze.count(fpt.build_model(c, fpt.get_task(c.task, **c.task_args)))["trainable_params"]
