@@ -20,7 +20,7 @@ from fpt.performance import render as bench_render
 from fpt.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance", "reliability", "timeseries")
+DOC_PAGES = ("training", "baselines", "sweeps", "shipping", "performance", "reliability", "timeseries", "architecture")
 MAIN_MODELS = ("fpt-pretrained", "fpt-random", "transformer", "lstm", "linear")  # converged suite, less the reservoir
 PRECISION_TASKS = ("bit-xor", "digits", "gunpoint", "italy-power", "bit-memory")  # the precision check's tasks
 
