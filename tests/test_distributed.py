@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 import fpt
 from fpt.distributed import Group, parallel
 from fpt.moved import MOVED_FILE
+from fpt.results import read_curve
 from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream
 from fpt.tasks.base import TensorSplit
 from fpt.train import Stepper, make_optimizer
@@ -64,9 +65,7 @@ def test_two_processes_train_like_one(runs):
     assert a["best_step"] == b["best_step"] and a["steps_run"] == b["steps_run"] == 24
     for key in ("val_accuracy", "test_accuracy", "val_loss", "test_loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
-    curve_a, curve_b = (
-        [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()] for run in runs[:2]
-    )
+    curve_a, curve_b = (read_curve(run) for run in runs[:2])
     assert [r["step"] for r in curve_a] == [r["step"] for r in curve_b] == [8, 16, 24]
     for ra, rb in zip(curve_a, curve_b, strict=True):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)

@@ -26,6 +26,7 @@ from test_resume import resumable_config
 
 import fpt
 from fpt.cli import main
+from fpt.results import read_curve
 from fpt.shipping.checkpoint import CHECKPOINT_FILE
 from fpt.shipping.patch import export, read_header, read_patch, save_safetensors
 from fpt.shipping.serve import Settings, build, create_app
@@ -91,8 +92,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 def record(run_dir: Path) -> dict:
     result = json.loads((run_dir / "result.json").read_text())
     keys = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_step", "steps_run")
-    curve = [{k: v for k, v in json.loads(line).items() if k != "train_seconds"}
-             for line in (run_dir / "curve.jsonl").read_text().splitlines()]  # fmt: skip
+    curve = [{k: v for k, v in row.items() if k != "train_seconds"} for row in read_curve(run_dir)]
     trained = load_file(run_dir / "trained.safetensors")
     return {"metrics": {k: result[k] for k in keys}, "curve": curve,
             "trained": {k: v.numpy().tobytes() for k, v in trained.items()}}  # fmt: skip

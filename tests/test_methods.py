@@ -11,8 +11,8 @@ from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 import fpt
 from fpt import freeze
 from fpt.cli import main
-from fpt.experiments.sweep import read_curve
 from fpt.registry import METHODS
+from fpt.results import read_curve
 from fpt.shipping.patch import export, from_patch
 
 METHOD_NAMES = [e.name for e in METHODS.entries()]

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import fpt
+from fpt.results import read_curve
 from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream
 from fpt.tasks.base import TensorSplit
 
@@ -55,7 +56,7 @@ def kill_after(monkeypatch, step: int, where: str = "optimizer") -> None:
 
 def run_record(out) -> dict:
     result = json.loads((out / "result.json").read_text())
-    curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    curve = read_curve(out)
     return {
         "metrics": {k: result[k] for k in METRICS},
         "curve": [{k: v for k, v in row.items() if k != "train_seconds"} for row in curve],

@@ -55,6 +55,18 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_jsonl(path: str | Path) -> list[Any]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+CURVE_FILE = "curve.jsonl"  # a run's learning curve, one validation a line: fpt.train writes it beside result.json
+
+
+def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The learning curve of a run folder (fpt train --out)."""
+    return read_jsonl(Path(run_dir) / CURVE_FILE)
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:

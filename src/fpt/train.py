@@ -26,7 +26,7 @@ from fpt.evaluate import Tracker, autocast, evaluate
 from fpt.moved import MOVED_FILE, moved
 from fpt.placement import check_precision, describe_bytes, set_threads
 from fpt.registry import MODELS
-from fpt.results import environment, write_atomic, write_json, write_jsonl
+from fpt.results import CURVE_FILE, environment, write_atomic, write_json, write_jsonl
 from fpt.shipping.checkpoint import CHECKPOINT_FILE, BatchStream, Checkpointer, config_differences, saved_config
 from fpt.shipping.patch import TRAINED_FILE, write_trained
 from fpt.tasks import Task, TaskSpec, get_task
@@ -264,7 +264,7 @@ def budget(cfg: TrainConfig) -> tuple[int, int]:
 
 
 # what a run leaves in --out
-RUN_FILES = (CHECKPOINT_FILE, "result.json", TRAINED_FILE, "curve.jsonl", "config.yaml", MOVED_FILE)
+RUN_FILES = (CHECKPOINT_FILE, "result.json", TRAINED_FILE, CURVE_FILE, "config.yaml", MOVED_FILE)
 
 
 def nearest_existing(path: Path) -> Path:
@@ -408,7 +408,7 @@ def write_run(
 
 def write_record(out: Path, cfg: TrainConfig, curve: list[dict[str, Any]], result: dict[str, Any]) -> None:
     """curve.jsonl, config.yaml and, last, result.json (which marks a run finished), each written atomically."""
-    write_jsonl(out / "curve.jsonl", curve)
+    write_jsonl(out / CURVE_FILE, curve)
     write_atomic(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     write_json(out / "result.json", result)
 

@@ -37,7 +37,7 @@ from fpt.experiments.settings import (
 )
 from fpt.freeze import PAPER_GROUPS
 from fpt.moved import MOVED_FILE
-from fpt.results import write_atomic
+from fpt.results import CURVE_FILE, read_curve, write_atomic
 from fpt.version import __version__
 
 # ---- reading -------------------------------------------------------------------------------------------------------
@@ -56,9 +56,10 @@ def load_results(paths: list[Path]) -> list[Record]:
                 continue
             try:
                 row = json.loads(file.read_text())
-                curve = file.with_name("curve.jsonl")  # fpt train writes the learning curve beside result.json
-                if "curve" not in row and curve.is_file():
-                    row["curve"] = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
+                if (
+                    "curve" not in row and file.with_name(CURVE_FILE).is_file()
+                ):  # fpt train writes it beside result.json
+                    row["curve"] = read_curve(file.parent)
                 moved = file.with_name(MOVED_FILE)  # and what moved (fpt.moved), for the what-moved section
                 if "moved" not in row and moved.is_file():
                     row["moved"] = json.loads(moved.read_text())

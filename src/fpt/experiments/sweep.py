@@ -240,14 +240,11 @@ def wait_for(folders: list[Path], every: float = 2.0, until: float | None = None
         time.sleep(every)
 
 
-def read_curve(out: Path) -> list[Record]:
-    return [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
-
-
 def kept(out: Path) -> Record:
     """What a record keeps of its run folder, so that a report needs no folder: the learning curve, and what moved
     per layer × group (moved.json without its per-tensor rows; the folder keeps those)."""
     from fpt.moved import MOVED_FILE
+    from fpt.results import read_curve
 
     record: Record = {"curve": read_curve(out)}
     if (out / MOVED_FILE).is_file():
