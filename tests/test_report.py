@@ -507,3 +507,23 @@ def test_a_figure_of_many_settings_has_one_legend_beside_its_panels(tmp_path, mo
                 assert [t.get_text() for t in fig.legends[0].get_texts()] == [f"m{i}" for i in range(n)]
             else:
                 assert len(inside) == 2 and not fig.legends
+
+
+def test_the_environment_names_each_cpu_kind_and_warns_when_runs_mix_them():
+    from fpt.experiments.report import environment_lines
+
+    def on(model: str, capability: str, seed: int) -> dict:
+        r = record("bits", "fpt", 1e-3, seed, 0.9, 0.9)
+        r["environment"]["hardware"] = {"cpu": "EPYC", "cpu_model": model, "cpu_capability": capability,
+                                        "cpu_count": 2, "device": "cpu"}  # fmt: skip
+        return r
+
+    one = environment_lines([on("family 25 model 1", "AVX2", s) for s in range(2)])
+    assert "- hardware: EPYC (family 25 model 1, AVX2) (2 cores), cpu" in one
+    assert not any("machine kinds" in line for line in one)
+    mixed = environment_lines(
+        [on("family 25 model 1", "AVX2", 0), *(on("family 6 model 167", "AVX512", s) for s in (1, 2))]
+    )
+    assert ("- hardware: EPYC (family 6 model 167, AVX512) (2 cores), cpu (2 runs); "
+            "EPYC (family 25 model 1, AVX2) (2 cores), cpu (1 run)") in mixed  # fmt: skip
+    assert any(line.startswith("- the runs came from 2 machine kinds: a run repeats bit for bit") for line in mixed)

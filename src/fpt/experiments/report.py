@@ -196,8 +196,9 @@ def environment_lines(records: list[Record]) -> list[str]:
         for name, version in (env.get("versions") or {}).items():
             counts[name]["not recorded" if version is None else str(version)] += 1
         hw = env.get("hardware") or {}
-        counts["hardware"][f"{hw.get('cpu')} ({hw.get('cpu_count')} cores), {hw.get('device')}"
-                           + (f" {hw['gpu']}" if hw.get("gpu") else "")] += 1  # fmt: skip
+        kind = ", ".join(str(hw[k]) for k in ("cpu_model", "cpu_capability") if hw.get(k))  # the CPU kind
+        counts["hardware"][f"{hw.get('cpu')}{f' ({kind})' if kind else ''} ({hw.get('cpu_count')} cores), "
+                           f"{hw.get('device')}" + (f" {hw['gpu']}" if hw.get("gpu") else "")] += 1  # fmt: skip
         counts["torch threads"][str(hw.get("torch_threads"))] += 1
         counts["platform"][str(hw.get("platform"))] += 1
         git = env.get("git") or {}
@@ -206,6 +207,12 @@ def environment_lines(records: list[Record]) -> list[str]:
     for name, values in counts.items():
         text = "; ".join(f"{v} ({count_runs(n)})" if len(values) > 1 else v for v, n in values.most_common())
         lines.append(f"- {name}: {text}")
+    if len(counts["hardware"]) > 1:
+        lines.append(
+            f"- the runs came from {len(counts['hardware'])} machine kinds: a run repeats bit for bit on its own kind; "
+            "on another, kernels that round differently (and fpt's CPU paths, chosen by the CPU's capability) can "
+            "give a seed other numbers"
+        )
     finished = sorted(r["finished_at"] for r in records if r.get("finished_at"))
     if finished:
         lines.append(f"- runs finished between {finished[0]} and {finished[-1]}")
