@@ -906,6 +906,61 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     assert f"gradual unfreezing is above it ({verdicts['unfreeze-top-down'][0]})" in readme
 
 
+def test_methods_comparison_smollm2_sentences_come_from_its_results_file():
+    """The README's smollm2 paragraph of the methods comparison: its cells and differences, read off
+    results/methods-comparison/methods-comparison.jsonl, and the seed-2 rerun of LN tuning on FPT's machine."""
+    from fpt.experiments.answers import difference
+    from fpt.experiments.plan import Plan, load_sweep
+    from fpt.experiments.records import read_records
+
+    path = ROOT / "results/methods-comparison/methods-comparison.jsonl"
+    smollm2 = [s for s in select(normalise(load_results([path]))) if s.first["backbone"] == "smollm2"]
+    get = {(s.task, s.label): s for s in select(normalise(load_results([path])))}
+    readme = flat(text("README.md"))
+    labels = ",".join(sorted({s.label for s in smollm2}))
+    planned = Plan.of(load_sweep(ROOT / "configs/methods-comparison.yaml"), models=labels).total()
+    assert planned == sum(len(s.ok) for s in smollm2) == 21 and not any(s.failed for s in smollm2)
+    assert "On smollm2 (21 of 21 runs: GunPoint and ItalyPowerDemand at lr 1e-3, not searched" in readme
+    assert {s.lr for s in smollm2} == {1e-3} and {s.task for s in smollm2} == {"gunpoint", "italy-power"}
+
+    def cells(label: str) -> str:
+        return " and ".join(get[(t, label)].cell().split(" (")[0] for t in ("gunpoint", "italy-power"))
+
+    assert f"FPT reaches {cells('smollm2-fpt')}%, (IA)³ {cells('smollm2-ia3')}, LoRA r=8" in readme
+    assert f"{cells('smollm2-lora-r8')}. LoRA r=8 is the one method" in readme
+    ratios = sorted(round(get[(t, "smollm2-lora-r8")].first["trainable_params"] / get[(t, "smollm2-fpt")].first[
+        "trainable_params"]) for t in ("gunpoint", "italy-power"))  # fmt: skip
+    assert f"LoRA r=8 ({ratios[0]}-{ratios[1]}× FPT's weights)" in readme
+    versus = {
+        (s.task, s.label): difference(s, get[(s.task, "smollm2-fpt")]) for s in smollm2 if s.label != "smollm2-fpt"
+    }
+    assert [key for key, (_, v) in versus.items() if v != "no clear difference"] == [("gunpoint", "smollm2-lora-r8")]
+    assert versus[("gunpoint", "smollm2-lora-r8")][1] == "higher"
+    assert f"(GunPoint: {versus[('gunpoint', 'smollm2-lora-r8')][0]})" in readme
+    minilm = difference(get[("gunpoint", "smollm2-fpt")], get[("gunpoint", "fpt")])
+    assert minilm[1] == "lower" and f"below minilm's FPT there ({minilm[0]})" in readme
+    assert ("gunpoint", "smollm2-ln-tuning") not in get  # "so it ran on ItalyPowerDemand alone"
+
+    # LN tuning and FPT: the same tensors trained, the same numbers on one CPU kind, other numbers across kinds
+    runs = {(r["model_label"], r["seed"]): r for r in read_records(path) if r["task_label"] == "italy-power"}
+    for seed in (0, 1):
+        a, b = runs[("smollm2-fpt", seed)], runs[("smollm2-ln-tuning", seed)]
+        assert a["environment"]["hardware"] == b["environment"]["hardware"] and a["test_loss"] == b["test_loss"]
+    fpt, ln = runs[("smollm2-fpt", 2)], runs[("smollm2-ln-tuning", 2)]
+    assert (
+        "Intel(R) Xeon" in fpt["environment"]["hardware"]["cpu"] and "AMD EPYC" in ln["environment"]["hardware"]["cpu"]
+    )
+    assert f"seed 2 gave {100 * ln['test_accuracy']:.1f}% on an AMD EPYC and FPT's {100 * fpt['test_accuracy']:.1f}% " \
+           "on an Intel Xeon" in readme  # fmt: skip
+    rerun = read_json(ROOT / "results/methods-comparison/rerun-ln-tuning-seed2/result.json")
+    assert rerun["config"] == ln["config"] and rerun["environment"]["hardware"] == fpt["environment"]["hardware"]
+    assert rerun["test_loss"] == fpt["test_loss"] != ln["test_loss"]
+    kinds = {
+        (r["environment"]["hardware"]["cpu"], r["environment"]["hardware"]["cpu_model"]) for r in read_records(path)
+    }
+    assert len(kinds) == 3 and "The sweep's runs came from three CPU kinds" in readme
+
+
 def test_methods_lower_lr_table_and_sentences_come_from_its_results_file():
     """docs/baselines.md's table of the six digits settings one lr below their grid, and the sentences under it, are
     read off results/methods-lower-lr/methods-lower-lr.jsonl; the copied runs are the comparison's own records."""
