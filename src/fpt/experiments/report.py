@@ -56,9 +56,8 @@ def load_results(paths: list[Path]) -> list[Record]:
                 continue
             try:
                 row = json.loads(file.read_text())
-                if (
-                    "curve" not in row and file.with_name(CURVE_FILE).is_file()
-                ):  # fpt train writes it beside result.json
+                # fpt train writes the learning curve beside result.json
+                if "curve" not in row and file.with_name(CURVE_FILE).is_file():
                     row["curve"] = read_curve(file.parent)
                 moved = file.with_name(MOVED_FILE)  # and what moved (fpt.moved), for the what-moved section
                 if "moved" not in row and moved.is_file():
