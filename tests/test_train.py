@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fpt
+from fpt.results import read_curve
 from fpt.tasks.base import Task, TaskSpec, TensorSplit
 
 RESULT_FIELDS = {
@@ -37,7 +38,7 @@ def test_train_writes_result_files(tiny_cfg, tmp_path):
     assert saved["config"]["steps"] == 20 and saved["train_groups"] == list(fpt.PAPER_GROUPS)
     assert {"versions", "hardware", "git"} <= set(saved["environment"])
     assert saved["environment"]["versions"]["torch"].startswith("2.13")
-    curve = [json.loads(line) for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
+    curve = read_curve(tmp_path)
     assert [r["step"] for r in curve] == [10, 20] and all(math.isfinite(r["train_loss"]) for r in curve)
     assert (tmp_path / "config.yaml").exists()
     assert not list(tmp_path.glob(".*tmp"))
