@@ -922,6 +922,7 @@ def test_methods_comparison_smollm2_sentences_come_from_its_results_file():
     planned = Plan.of(load_sweep(ROOT / "configs/methods-comparison.yaml"), models=labels).total()
     assert planned == sum(len(s.ok) for s in smollm2) == 21 and not any(s.failed for s in smollm2)
     assert "On smollm2 (21 of 21 runs: GunPoint and ItalyPowerDemand at lr 1e-3, not searched" in readme
+    page = flat(text("docs/baselines.md"))
     assert {s.lr for s in smollm2} == {1e-3} and {s.task for s in smollm2} == {"gunpoint", "italy-power"}
 
     def cells(label: str) -> str:
@@ -952,14 +953,17 @@ def test_methods_comparison_smollm2_sentences_come_from_its_results_file():
         "Intel(R) Xeon" in fpt["environment"]["hardware"]["cpu"] and "AMD EPYC" in ln["environment"]["hardware"]["cpu"]
     )
     assert f"seed 2 gave {100 * ln['test_accuracy']:.1f}% on an AMD EPYC and FPT's {100 * fpt['test_accuracy']:.1f}% " \
-           "on an Intel Xeon" in readme  # fmt: skip
+           "on an Intel Xeon; their curves part at step" in page  # fmt: skip
+    parted = min(a["step"] for a, b in zip(fpt["curve"], ln["curve"], strict=False) if a != b)
+    assert f"their curves part at step {parted}." in page and "repeats FPT's numbers on one CPU kind" in readme
     rerun = read_json(ROOT / "results/methods-comparison/rerun-ln-tuning-seed2/result.json")
     assert rerun["config"] == ln["config"] and rerun["environment"]["hardware"] == fpt["environment"]["hardware"]
     assert rerun["test_loss"] == fpt["test_loss"] != ln["test_loss"]
     kinds = {
         (r["environment"]["hardware"]["cpu"], r["environment"]["hardware"]["cpu_model"]) for r in read_records(path)
     }
-    assert len(kinds) == 3 and "The sweep's runs came from three CPU kinds" in readme
+    words = {3: "three", 4: "four", 5: "five"}
+    assert f"The sweep's runs came from {words[len(kinds)]} CPU kinds" in page
 
 
 def test_methods_lower_lr_table_and_sentences_come_from_its_results_file():
