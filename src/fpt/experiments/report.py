@@ -297,15 +297,21 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
     return path
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 task', '7 tasks'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def preamble(paths: list[Path], records: list[dict], settings: list[Setting], failed: list[dict]) -> list[str]:
     """Title, where the numbers come from, the protocol, and the answers to the paper's questions."""
     sweeps = sorted({str(r.get("sweep")) for r in records if r.get("sweep")})
+    tasks = counted(len({s.task for s in settings}), "task")
     return [
         f"# Report: {', '.join(sweeps) or 'results'}",
         "",
-        f"Rendered by `fpt report` from {', '.join(f'`{p}`' for p in paths)}: {len(records)} runs "
-        f"({len(failed)} failed), {len(settings)} settings, {len({s.task for s in settings})} tasks. Every number "
-        f"below is computed from {'that file' if len(paths) == 1 else 'those files'}.",
+        f"Rendered by `fpt report` from {', '.join(f'`{p}`' for p in paths)}: {count_runs(len(records))} "
+        f"({len(failed)} failed), {counted(len(settings), 'setting')}, {tasks}. Every number below is computed from "
+        f"{'that file' if len(paths) == 1 else 'those files'}.",
         "",
         "Protocol: for each setting (task × model, with its other grid values) the learning rate is chosen on the "
         "validation split by the mean best-validation accuracy over the seeds every lr ran (all seeds, or the first "
