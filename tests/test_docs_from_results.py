@@ -1058,3 +1058,20 @@ def test_methods_positions_table_and_sentences_come_from_its_results_files():
     pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
     assert all(versus(a, b, "gunpoint")[1] == "no clear difference" for a, b in pairs)  # "no two ... differ clearly"
     assert "On GunPoint no two of these settings differ clearly" in flat_page
+
+
+def test_sweeps_page_speed_of_one_cpu_kind_against_the_others_comes_from_the_comparison():
+    """docs/sweeps.md's example of --time-limit's per-kind estimate: ListOps × BitFit's time on the family-23 EPYC
+    against the other kinds', by budget.speed_factor over the methods comparison's records."""
+    from fpt.experiments.budget import kind_of, speed_factor
+    from fpt.experiments.records import latest_records, read_records
+
+    records = latest_records(read_records(ROOT / "results/methods-comparison/methods-comparison.jsonl"))
+    bitfit = [r for r in records if (r["task_label"], r["model_label"]) == ("listops", "bitfit")]
+    (zen1,) = {kind_of(r) for r in bitfit if r["environment"]["hardware"]["cpu_model"].startswith("family 23 ")}
+    assert len({kind_of(r) for r in bitfit}) > 1
+    factor, pairs = speed_factor(bitfit, zen1)
+    assert pairs == 1
+    assert f"ListOps runs of BitFit took {factor:.2f} times as long on an AMD EPYC of family 23" in flat(
+        text("docs/sweeps.md")
+    )

@@ -634,3 +634,49 @@ def test_shipped_sweeps_expand(name, runs, capsys):
     config = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     assert main(["sweep", str(config), "--results", "/nonexistent/r.jsonl", "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"{name}: {runs} runs (")
+
+
+def test_time_estimates_follow_the_machine_kind_the_run_trains_on(tiny_bert_dir):
+    """A results file gathered on several machine kinds: a run's expected time on this kind is its task × model's own
+    mean here where it has one, else the other kinds' mean scaled by how much slower this kind ran the keys both ran."""
+    from fpt.experiments.budget import kind_here, kind_of, mean_seconds, speed_factor, time_left
+    from fpt.results import cpu_model, cpu_name
+
+    def hw(cpu: str) -> dict:
+        return {"environment": {"hardware": {"cpu": cpu, "cpu_model": "family 23 model 1 stepping 1"}}}
+
+    def record(run_id: str, model: str, seconds: float, cpu: str) -> dict:
+        return {"run_id": run_id, "status": "ok", "task_label": "xor", "backbone": "bert", "model_label": model,
+                "train_seconds": seconds, "wall_seconds": seconds, "resumed": False, **hw(cpu)}  # fmt: skip
+
+    fast = [record("a", "fpt", 100.0, "fast"), record("b", "linear", 10.0, "fast"), record("c", "fpt", 140.0, "fast")]
+    slow = [record("d", "fpt", 300.0, "slow")]
+    slow_kind = kind_of(slow[0])
+    assert slow_kind == (None, "slow", "family 23 model 1 stepping 1", None)
+    factor, pairs = speed_factor(fast + slow, slow_kind)
+    assert pairs == 1 and factor == pytest.approx(2.5)  # 300 s here against 120 s there
+    scaled = mean_seconds(fast + slow, slow_kind)
+    assert scaled == pytest.approx({("xor", "bert", "fpt"): 300.0, ("xor", "bert", "linear"): 25.0})
+    assert mean_seconds(fast + slow, kind_of(fast[0])) == {
+        ("xor", "bert", "fpt"): 120.0,
+        ("xor", "bert", "linear"): 10.0,
+    }
+    assert mean_seconds(fast + slow) == {("xor", "bert", "fpt"): 180.0, ("xor", "bert", "linear"): 10.0}  # no kind
+    unseen = kind_of(hw("new"))
+    assert speed_factor(fast + slow, unseen) == (1.0, 0) and mean_seconds(fast, unseen) == mean_seconds(fast)
+
+    runs = Plan.of(SweepConfig(**tiny_sweep(tiny_bert_dir, seeds=[1]))).now([])
+    todo = [r for r in runs if r.model_label == "linear"]
+    (line,) = time_left(todo, fast + slow, slow_kind)
+    assert line.startswith("time left: about 25 s one run at a time for the 1 run to run")
+    assert line.endswith("; on this machine's kind: its own runs' times, else other kinds' × 2.50 (the ratio over "
+                         "the 1 task × model pair run on both)")  # fmt: skip
+    (line,) = time_left(todo, fast, unseen)
+    assert line.endswith(
+        "; other machine kinds' times as they are: no task × model has finished a run on this kind yet"
+    )
+    (line,) = time_left(todo, fast, kind_of(fast[0]))  # one kind: nothing to say
+    assert line.endswith(
+        "(each at its task and model's mean: wall time where records hold it, else training time alone)"
+    )
+    assert kind_here("cpu")[0] is None and kind_here("cpu")[1:3] == (cpu_name(), cpu_model())

@@ -3,6 +3,7 @@ file, and the time-left lines of --dry-run and of a sweep that stopped under its
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -38,9 +39,48 @@ class Deadline:
     results: Path
 
 
+Kind = tuple[str | None, ...]  # a machine kind: (gpu, cpu, cpu_model, cpu_capability) as records name them
+
+
 def expected_seconds(run: Run, results: str | Path) -> float | None:
-    """What `run` is expected to take, from `results` as the file is now (estimate)."""
-    return estimate(run, mean_seconds(latest_records(read_records(results))))
+    """What `run` is expected to take on this machine, from `results` as the file is now (estimate over mean_seconds
+    at this machine's kind)."""
+    return estimate(run, mean_seconds(latest_records(read_records(results)), kind=kind_here(run.config.device)))
+
+
+def kind_of(record: Record) -> Kind:
+    """The machine kind a record's run trained on, from its environment (None fields where it names none)."""
+    hw = record.get("environment", {}).get("hardware", {})
+    return tuple(hw.get(k) for k in ("gpu", "cpu", "cpu_model", "cpu_capability"))
+
+
+def kind_here(device: str = "auto") -> Kind:
+    """This machine's kind for a run on `device`, as its record will name it."""
+    from fpt.results import hardware
+    from fpt.train import resolve_device
+
+    return kind_of({"environment": {"hardware": hardware(resolve_device(device))}})
+
+
+def here(to_run: list[Run]) -> Kind | None:
+    """The machine kind the runs would train on here (their first's device; None with no runs, or where this machine
+    lacks the device they name: training says so)."""
+    try:
+        return kind_here(to_run[0].config.device) if to_run else None
+    except FPTError:
+        return None
+
+
+def speed_factor(latest: list[Record], kind: Kind) -> tuple[float, int]:
+    """How much longer a run takes on machines of `kind` than on the others, and from how many task × backbone ×
+    model keys: the geometric mean, over the keys with finished runs on both, of the ratio of their mean times; (1.0,
+    0) where no key has both."""
+    mine = mean_seconds([r for r in latest if kind_of(r) == kind])
+    others = mean_seconds([r for r in latest if kind_of(r) != kind])
+    both = [k for k in mine if k in others]
+    if not both:
+        return 1.0, 0
+    return math.exp(sum(math.log(mine[k] / others[k]) for k in both) / len(both)), len(both)
 
 
 def key(run: Run) -> tuple[str, str, str]:
@@ -74,10 +114,17 @@ def seconds_left(out: Path, expected: float | None) -> float:
         return expected
 
 
-def mean_seconds(latest: list[Record]) -> dict[tuple[str, str, str], float]:
+def mean_seconds(latest: list[Record], kind: Kind | None = None) -> dict[tuple[str, str, str], float]:
     """Each task × backbone × model's mean time per run among the finished runs in `latest` (a record per run id; any
     lr, seed or thread count): their wall time (loading, validation and test included) where records of runs trained
-    in one go hold it, else their training time alone. Time queued for a core counts in the wall time."""
+    in one go hold it, else their training time alone. Time queued for a core counts in the wall time. With a machine
+    `kind`, the means are that kind's: a key's own runs on it where it has some, else the other kinds' mean times
+    speed_factor (a results file gathered on several machine kinds: a slower CPU takes each run longer)."""
+    if kind is not None:
+        mine = mean_seconds([r for r in latest if kind_of(r) == kind])
+        factor, _ = speed_factor(latest, kind)
+        others = mean_seconds([r for r in latest if kind_of(r) != kind])
+        return {k: v * factor for k, v in others.items()} | mine
     wall: dict[tuple[str, str, str], list[float]] = {}
     train: dict[tuple[str, str, str], list[float]] = {}
     for r in latest:
@@ -102,10 +149,10 @@ def runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
-def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
+def time_left(to_run: list[Run], latest: list[Record], kind: Kind | None = None) -> list[str]:
     """What the runs to do will cost, for planning: each at its estimate (its task × model's mean time per run, else
-    its task's slowest model's on the same backbone)."""
-    means = mean_seconds(latest)
+    its task's slowest model's on the same backbone), on machines of `kind` where given (mean_seconds)."""
+    means = mean_seconds(latest, kind)
     known = [seconds for run in to_run if (seconds := estimate(run, means)) is not None]
     if not known:
         return []
@@ -118,7 +165,21 @@ def time_left(to_run: list[Run], latest: list[Record]) -> list[str]:
         + (f"; {borrowed} whose model has none on the task yet at its slowest model's" if borrowed else "")
         + ")"
         + (f"; {runs(unknown)} to run whose task has none on their backbone yet" if unknown else "")
+        + kind_note(latest, kind)
     ]
+
+
+def kind_note(latest: list[Record], kind: Kind | None) -> str:
+    """How time_left took other machine kinds' times, when the records come from more than this one."""
+    if kind is None or all(kind_of(r) == kind for r in latest):
+        return ""
+    factor, pairs = speed_factor(latest, kind)
+    if not pairs:
+        return "; other machine kinds' times as they are: no task × model has finished a run on this kind yet"
+    return (
+        f"; on this machine's kind: its own runs' times, else other kinds' × {factor:.2f} (the ratio over the {pairs} "
+        f"task × model {'pair' if pairs == 1 else 'pairs'} run on both)"
+    )
 
 
 def left_for_later(late: dict[str, float], limit: float) -> str:

@@ -67,6 +67,7 @@ from fpt.experiments.budget import (
     Deadline,
     duration_seconds,
     expected_seconds,
+    here,
     left_for_later,
     seconds_left,
     time_left,
@@ -541,4 +542,4 @@ def dry_run(sweep: SweepConfig, options: SweepOptions | None = None) -> str:
         + (f", {copied} to copy from --reuse" if copied else "")
         + (f", {later} waiting for their lr choice" if later else "")
     )
-    return "\n".join(lines + time_left(to_run, list(latest.values())))
+    return "\n".join(lines + time_left(to_run, list(latest.values()), here(to_run)))
