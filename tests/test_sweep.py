@@ -639,7 +639,11 @@ def test_shipped_sweeps_expand(name, runs, capsys):
 def test_time_estimates_follow_the_machine_kind_the_run_trains_on(tiny_bert_dir):
     """A results file gathered on several machine kinds: a run's expected time on this kind is its task × model's own
     mean here where it has one, else the other kinds' mean scaled by how much slower this kind ran the keys both ran."""
-    from fpt.experiments.budget import kind_here, kind_of, mean_seconds, speed_factor, time_left
+    import dataclasses
+
+    import torch
+
+    from fpt.experiments.budget import here, kind_here, kind_of, mean_seconds, speed_factor, time_left
     from fpt.results import cpu_model, cpu_name
 
     def hw(cpu: str) -> dict:
@@ -680,3 +684,7 @@ def test_time_estimates_follow_the_machine_kind_the_run_trains_on(tiny_bert_dir)
         "(each at its task and model's mean: wall time where records hold it, else training time alone)"
     )
     assert kind_here("cpu")[0] is None and kind_here("cpu")[1:3] == (cpu_name(), cpu_model())
+    # A run on a device this machine lacks gets no kind (unscaled means): training itself refuses it in one line.
+    if not torch.cuda.is_available():
+        cuda = dataclasses.replace(todo[0], config=todo[0].config.model_copy(update={"device": "cuda"}))
+        assert here([cuda]) is None and here([]) is None and here(todo) == kind_here("cpu")

@@ -45,7 +45,7 @@ Kind = tuple[str | None, ...]  # a machine kind: (gpu, cpu, cpu_model, cpu_capab
 def expected_seconds(run: Run, results: str | Path) -> float | None:
     """What `run` is expected to take on this machine, from `results` as the file is now (estimate over mean_seconds
     at this machine's kind)."""
-    return estimate(run, mean_seconds(latest_records(read_records(results)), kind=kind_here(run.config.device)))
+    return estimate(run, mean_seconds(latest_records(read_records(results)), kind=here([run])))
 
 
 def kind_of(record: Record) -> Kind:
@@ -71,12 +71,23 @@ def here(to_run: list[Run]) -> Kind | None:
         return None
 
 
+def kind_means(latest: list[Record], kind: Kind) -> tuple[dict[tuple[str, str, str], float], ...]:
+    """mean_seconds over the runs of machines of `kind`, and over the others'."""
+    return (
+        mean_seconds([r for r in latest if kind_of(r) == kind]),
+        mean_seconds([r for r in latest if kind_of(r) != kind]),
+    )
+
+
 def speed_factor(latest: list[Record], kind: Kind) -> tuple[float, int]:
     """How much longer a run takes on machines of `kind` than on the others, and from how many task × backbone ×
     model keys: the geometric mean, over the keys with finished runs on both, of the ratio of their mean times; (1.0,
     0) where no key has both."""
-    mine = mean_seconds([r for r in latest if kind_of(r) == kind])
-    others = mean_seconds([r for r in latest if kind_of(r) != kind])
+    return ratio(*kind_means(latest, kind))
+
+
+def ratio(mine: dict[tuple[str, str, str], float], others: dict[tuple[str, str, str], float]) -> tuple[float, int]:
+    """speed_factor of the means of one kind (`mine`) against the others'."""
     both = [k for k in mine if k in others]
     if not both:
         return 1.0, 0
@@ -121,9 +132,8 @@ def mean_seconds(latest: list[Record], kind: Kind | None = None) -> dict[tuple[s
     `kind`, the means are that kind's: a key's own runs on it where it has some, else the other kinds' mean times
     speed_factor (a results file gathered on several machine kinds: a slower CPU takes each run longer)."""
     if kind is not None:
-        mine = mean_seconds([r for r in latest if kind_of(r) == kind])
-        factor, _ = speed_factor(latest, kind)
-        others = mean_seconds([r for r in latest if kind_of(r) != kind])
+        mine, others = kind_means(latest, kind)
+        factor, _ = ratio(mine, others)
         return {k: v * factor for k, v in others.items()} | mine
     wall: dict[tuple[str, str, str], list[float]] = {}
     train: dict[tuple[str, str, str], list[float]] = {}
@@ -144,9 +154,14 @@ def clock(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 task', '7 tasks'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def runs(n: int) -> str:
     """'1 run', '3 runs'."""
-    return f"{n} run" if n == 1 else f"{n} runs"
+    return counted(n, "run")
 
 
 def time_left(to_run: list[Run], latest: list[Record], kind: Kind | None = None) -> list[str]:
@@ -177,8 +192,8 @@ def kind_note(latest: list[Record], kind: Kind | None) -> str:
     if not pairs:
         return "; other machine kinds' times as they are: no task × model has finished a run on this kind yet"
     return (
-        f"; on this machine's kind: its own runs' times, else other kinds' × {factor:.2f} (the ratio over the {pairs} "
-        f"task × model {'pair' if pairs == 1 else 'pairs'} run on both)"
+        f"; on this machine's kind: its own runs' times, else other kinds' × {factor:.2f} (the ratio over the "
+        f"{counted(pairs, 'task × model pair')} run on both)"
     )
 
 

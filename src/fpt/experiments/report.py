@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fpt.errors import FPTError
 from fpt.experiments.answers import answers, is_fpt, trains, whole
+from fpt.experiments.budget import counted, kind_of
 from fpt.experiments.budget import runs as count_runs
 from fpt.experiments.moved import section as moved_section
 from fpt.experiments.records import chosen_labels, latest_records, read_records
@@ -206,9 +207,9 @@ def environment_lines(records: list[Record]) -> list[str]:
     for name, values in counts.items():
         text = "; ".join(f"{v} ({count_runs(n)})" if len(values) > 1 else v for v, n in values.most_common())
         lines.append(f"- {name}: {text}")
-    if len(counts["hardware"]) > 1:
+    if (kinds := len({kind_of(r) for r in records})) > 1:
         lines.append(
-            f"- the runs came from {len(counts['hardware'])} machine kinds: a run repeats bit for bit on its own kind; "
+            f"- the runs came from {kinds} machine kinds: a run repeats bit for bit on its own kind; "
             "on another, kernels that round differently (and fpt's CPU paths, chosen by the CPU's capability) can "
             "give a seed other numbers"
         )
@@ -295,11 +296,6 @@ def write_report(paths: list[Path], options: ReportOptions) -> Path:
     path = out / "report.md"
     write_atomic(path, "\n".join(md))
     return path
-
-
-def counted(n: int, noun: str) -> str:
-    """'1 task', '7 tasks'."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def preamble(paths: list[Path], records: list[dict], settings: list[Setting], failed: list[dict]) -> list[str]:
