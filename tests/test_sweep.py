@@ -562,6 +562,40 @@ def test_task_order_finishes_each_task_with_its_later_seeds_before_the_next(tiny
     assert ids["seed"] == ids["task"]
 
 
+def test_task_order_goes_on_past_the_runs_another_process_holds(tiny_bert_dir, tmp_path):
+    """--order task: while another process holds the first task's last run, the sweep trains the next task's runs
+    instead of waiting, and takes the held run over once its holder lets it go without a record (it died)."""
+    import fcntl
+    import threading
+
+    from fpt.experiments import sweep as sweep_module
+
+    sweep_dict = tiny_sweep(tiny_bert_dir, seeds=[0])
+    sweep_dict["tasks"] = {"xor": {"task": "bit-xor"}, "xor-again": {"task": "bit-xor", "steps": 6}}
+    sweep_dict["models"] = {"linear": {"model": "linear"}}
+    path = write_sweep(tmp_path / "sweep.yaml", sweep_dict)
+    (first,) = [r for r in Plan.of(SweepConfig(**sweep_dict)).now([]) if r.task_label == "xor"]
+    results, runs_dir = tmp_path / "results.jsonl", tmp_path / "runs"
+    (runs_dir / first.run_id).mkdir(parents=True)
+    held = open(runs_dir / first.run_id / sweep_module.RUN_LOCK, "a")  # noqa: SIM115 (closed by the other thread)
+    fcntl.flock(held, fcntl.LOCK_EX)
+
+    def holder() -> None:  # the other process: dies once the next task's run is written (or after 30 s)
+        until = time.time() + 30
+        while time.time() < until and not (results.is_file() and read_records(results)):
+            time.sleep(0.05)
+        held.close()
+
+    other = threading.Thread(target=holder)
+    other.start()
+    try:
+        assert main(["sweep", str(path), "--results", str(results), "--runs-dir", str(runs_dir), "--quiet",
+                     "--order", "task"]) == 0  # fmt: skip
+    finally:
+        other.join()
+    assert [r["task_label"] for r in read_records(results)] == ["xor-again", "xor"]
+
+
 def test_lr_transfer_runs_costly_tasks_at_the_lr_chosen_on_cheap_ones(tiny_bert_dir, tmp_path, capsys):
     """lr_transfer: the grid runs on `chosen_on`; on `tasks` every seed runs at the lr the setting chose there, listed
     once that choice is made (and --tasks on a carried task alone waits for it, the choice being the whole sweep's)."""

@@ -42,6 +42,7 @@ Several sweep processes may share one config, results file and runs folder (spli
 started twice, on one machine or on hosts that share the folder): a run trains under a lock on its folder, a process
 that finds a run locked leaves it to its holder and takes the next one (or waits for it, when nothing else is left),
 and a record is appended only while the file has no finished record of its id, so each run trains and is written once.
+Under `--order task` a process goes on to the next task's runs while another holds the last ones of the current task.
 """
 
 from __future__ import annotations
@@ -419,25 +420,29 @@ def run_sweep(
     )
     slow_bf16(todo)
     started, tried, late = time.perf_counter(), set(), {}
+    held: set[str] = set()  # runs another process held when this one came to them: it goes on past them
     deadline = (
         None if options.time_limit is None else Deadline(time.time() + duration_seconds(options.time_limit), results)
     )
     try:
         while todo:  # with lr_selection first-seed, the later seeds' runs appear once their first seed has finished
             todo = copy_reused(todo, others, results, sweep.name, landed)
-            if options.order == "task" and todo:  # the first task (in the sweep's order) with runs left
-                task = next(label for label in sweep.tasks if any(r.task_label == label for r in todo))
-                todo = [r for r in todo if r.task_label == task]
-            busy = collect(train_runs(todo, runs_dir, sweep.name, options, deadline), results, late, landed)
-            tried |= {r.run_id for r in todo} - busy  # a failed run is not tried again in this call
-            if busy and busy == {r.run_id for r in todo}:  # only runs other processes hold: wait for one to end
-                if deadline is not None and time.time() >= deadline.at:
-                    break
-                wait_for([runs_dir / run_id for run_id in sorted(busy)], until=deadline and deadline.at)
+            batch = [r for r in todo if r.run_id not in held] or todo
+            if options.order == "task" and batch:  # the first task (in the sweep's order) with runs left to take
+                task = next(label for label in sweep.tasks if any(r.task_label == label for r in batch))
+                batch = [r for r in batch if r.task_label == task]
+            busy = collect(train_runs(batch, runs_dir, sweep.name, options, deadline), results, late, landed)
+            tried |= {r.run_id for r in batch} - busy  # a failed run is not tried again in this call
+            held |= busy
             written = read_records(results)
             runs = plan.now(written)
             done = finished_ids(written, options.retry_failed) | tried
             todo = [r for r in runs if r.run_id not in done]
+            if todo and {r.run_id for r in todo} <= held:  # only runs other processes hold: wait for one to end
+                if deadline is not None and time.time() >= deadline.at:
+                    break
+                wait_for([runs_dir / r.run_id for r in todo], until=deadline and deadline.at)
+                held = set()  # its holder finished it (a record) or died (this process takes it over)
     finally:
         bar.close()
     ours = {r.run_id for r in runs}
