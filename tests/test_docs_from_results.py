@@ -837,7 +837,8 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     names = {"ln-tuning": "LN tuning", "bitfit": "BitFit", "ia3": "(IA)³", "lora-r1": "LoRA r=1",
              "prompt-16": "prompt tuning", "full": "full fine-tuning",
              "unfreeze-top-down": "gradual unfreezing"}  # fmt: skip
-    versus = {(t, m): difference(get[(t, m)], get[(t, "fpt")]) for t in fast for m in weights if m != "fpt"}
+    everywhere = {(s.task, s.label): difference(s, get[(s.task, "fpt")]) for s in settings if s.label != "fpt"}
+    versus = {key: v for key, v in everywhere.items() if key[0] in fast}
     clear = {key: v for key, v in versus.items() if v[1] != "no clear difference"}
     for (_, label), (diff, _) in clear.items():
         assert f"{names[label]} ({diff})" in readme
@@ -896,7 +897,7 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     most, fpt_most = max(steepest(get[("bit-memory", m)]) for m in small), steepest(get[("bit-memory", "fpt")])
     assert f"rising by at most {fpt_most:.2f} points over its last 1,000 steps and the five " \
            f"small methods' by up to {most:.2f}" in readme  # fmt: skip
-    verdicts = {s.label: difference(s, get[("bit-memory", "fpt")]) for s in memory if s.label != "fpt"}
+    verdicts = {m: v for (t, m), v in everywhere.items() if t == "bit-memory"}
     assert {m for m, (_, v) in verdicts.items() if v == "lower"} == {*small, "lora-r8"}
     assert {m for m, (_, v) in verdicts.items() if v == "higher"} == {"unfreeze-top-down"}
     gaps = sorted(float(verdicts[m][0].split()[0]) for m in small)
@@ -923,7 +924,7 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
             f"rising by up to {fpt_rise:.2f} points over its last 1,000 steps and the other methods' by up to "
             f"{others:.2f}"
         ), task
-        verdicts = {s.label: difference(s, get[(task, "fpt")]) for s in cells if s.label != "fpt"}
+        verdicts = {m: v for (t, m), v in everywhere.items() if t == task}
         for label, (diff, verdict) in verdicts.items():
             named = f"{names[label]} ({diff})" in paragraph
             assert named if verdict != "no clear difference" or label == "full" else not named, (task, label)
@@ -934,7 +935,6 @@ def test_methods_comparison_table_and_sentences_come_from_its_results_file():
     titles = {"bit-xor": "bit-XOR", "digits": "digits", "gunpoint": "GunPoint", "italy-power": "ItalyPowerDemand",
               "bit-memory": "bit-memory", "listops": "ListOps", "fashion-mnist": "Fashion-MNIST"}  # fmt: skip
     order = [s.label for s in settings if s.task == "digits" and s.label != "fpt"]
-    everywhere = {(s.task, s.label): difference(s, get[(s.task, "fpt")]) for s in settings if s.label != "fpt"}
 
     def listed(words: list[str]) -> str:
         return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
